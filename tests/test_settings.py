@@ -1,0 +1,94 @@
+"""The settings object: sources, identifier validation, password masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from warehouse.settings import Settings, mask_secrets, mask_url
+
+
+def test_defaults_point_at_the_embedded_sqlite_file() -> None:
+    settings = Settings()
+    assert settings.url == "sqlite:///retention.db"
+    assert settings.dialect == "sqlite"
+    assert settings.horizon_days == 30
+    assert settings.label_kind == "subscription"
+
+
+def test_environment_overrides_with_nested_table_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETENTION_HORIZON_DAYS", "45")
+    monkeypatch.setenv("RETENTION_TABLES__INTERACTIONS", "crm_contacts")
+    monkeypatch.setenv("RETENTION_SEGMENT_CAPACITY", '{"enterprise": 40}')
+    settings = Settings()
+    assert settings.horizon_days == 45
+    assert settings.tables.interactions == "crm_contacts"
+    assert settings.tables.customers == "customers"
+    assert settings.segment_capacity == {"enterprise": 40}
+
+
+def test_toml_file_is_read_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        'list_capacity = 300\ntimezone = "Europe/Berlin"\n[tables]\nactivity = "events"\n'
+    )
+    monkeypatch.setenv("RETENTION_CONFIG", str(config))
+    monkeypatch.setenv("RETENTION_LIST_CAPACITY", "250")
+    settings = Settings()
+    assert settings.list_capacity == 250
+    assert settings.timezone == "Europe/Berlin"
+    assert settings.tables.activity == "events"
+
+
+def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RETENTION_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["customers; drop table x", 'a"b', "1abc", "", "x" * 64, "name-with-dash", "sp ace"],
+)
+def test_table_and_schema_names_must_be_identifiers(bad: str) -> None:
+    with pytest.raises(ValidationError, match="not a valid identifier"):
+        Settings(tables={"customers": bad})  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="not a valid identifier"):
+        Settings(source_schema=bad)
+
+
+def test_unknown_fields_and_time_zones_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(horizon_dayz=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        Settings(timezone="Mars/Olympus")
+
+
+def test_password_never_appears_in_repr_str_or_display() -> None:
+    url = "postgresql+psycopg://retention:s3cret-pw@db.internal:5432/crm"
+    settings = Settings(warehouse_url=url)  # type: ignore[arg-type]
+    assert settings.url == url
+    for text in (repr(settings), str(settings), settings.display_url, str(settings.model_dump())):
+        assert "s3cret-pw" not in text
+    assert settings.display_url == "postgresql+psycopg://retention:***@db.internal:5432/crm"
+
+
+def test_mask_helpers() -> None:
+    assert mask_url("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
+    text = "connection to postgresql+psycopg://u:hunter2@h:5432/db failed; password=hunter2"
+    masked = mask_secrets(text)
+    assert "hunter2" not in masked
+    assert "u:***@h:5432" in masked
+
+
+def test_with_overrides_keeps_the_password_and_validates() -> None:
+    settings = Settings(warehouse_url="postgresql://u:pw@h/db")  # type: ignore[arg-type]
+    changed = settings.with_overrides(list_capacity=7)
+    assert changed.list_capacity == 7
+    assert changed.url == "postgresql://u:pw@h/db"
+    with pytest.raises(ValidationError):
+        settings.with_overrides(list_capacity=-1)

@@ -1,0 +1,299 @@
+"""Reading the five source tables for a time window, with the window pushed into SQL.
+
+Only contract columns are selected, and each table is restricted to the window by
+bound parameters:
+
+- customers: ``signup_at < window_end``
+- subscriptions: ``started_at < window_end`` and (``ended_at`` null or ``>= window_start``)
+- interactions, activity, retention_contacts: event time in ``[window_start, window_end)``
+
+Rows whose event time is null are read too, so validation can count them instead
+of losing them. ``window_end=None`` reads everything from ``window_start`` on,
+including rows dated in the future. Every frame comes back with exactly
+:func:`~warehouse.schema.polars_schema` of its table, timestamps in UTC.
+
+SQLite keeps timestamps as text that may carry offsets, so text comparisons there
+are only approximately right: SQLite gets the window widened by two days and the exact
+window is applied after reading. The same goes for a PostgreSQL timestamp column that
+is declared as text (compared byte-wise, ``COLLATE "C"``). A text value that does not
+start like an ISO 8601 date (``YYYY-MM-DD``), or a number or blob on SQLite, cannot be
+placed in the window by SQL, so such rows are always read: the conversion then stops
+the run naming the table, the column and how many rows are unreadable, instead of
+leaving them out unseen. That check cannot use an index, so on SQLite (and on text
+columns) the windowed tables are scanned in full.
+
+Before reading, :func:`~warehouse.contract.check_contract` confirms that every source
+table and column exists and that timestamp columns have a comparable type; a mismatch
+raises :class:`~warehouse.contract.ContractError` listing every problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+
+from warehouse.contract import ReflectedTypes, check_contract
+from warehouse.io import conform, read_frame, uses_adbc
+from warehouse.schema import (
+    SOURCE_TABLES,
+    Warehouse,
+    contract_schema,
+    contract_table,
+    polars_schema,
+)
+
+EVENT_TIME = {
+    "customers": "signup_at",
+    "subscriptions": "started_at",
+    "interactions": "opened_at",
+    "activity": "occurred_at",
+    "retention_contacts": "contacted_at",
+}
+"""The column that places each source row in time."""
+
+_SQLITE_WINDOW_MARGIN = timedelta(days=2)
+_ISO_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+_ISO_DATE_REGEX = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+
+
+@dataclass
+class SourceData:
+    """The five source tables as Polars frames, each with its contract schema."""
+
+    customers: pl.DataFrame
+    subscriptions: pl.DataFrame
+    interactions: pl.DataFrame
+    activity: pl.DataFrame
+    retention_contacts: pl.DataFrame
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        """The frames keyed by their logical (contract) table name."""
+        return {name: getattr(self, name) for name in SOURCE_TABLES}
+
+    def lazy(self) -> dict[str, pl.LazyFrame]:
+        """The frames as LazyFrames, keyed by logical table name."""
+        return {name: frame.lazy() for name, frame in self.frames().items()}
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows per logical table name."""
+        return {name: frame.height for name, frame in self.frames().items()}
+
+    @classmethod
+    def from_frames(cls, frames: Mapping[str, pl.DataFrame]) -> SourceData:
+        """Source data from frames keyed by logical name, conformed to the contract schemas.
+
+        Tables not given are empty and columns a frame lacks are null, which keeps
+        literal frames in tests short; values that do not fit a column raise ``ValueError``.
+        """
+        unknown = sorted(set(frames) - set(SOURCE_TABLES))
+        if unknown:
+            raise ValueError(
+                f"unknown source table(s) {', '.join(unknown)}; "
+                f"expected some of {', '.join(SOURCE_TABLES)}"
+            )
+        conformed: dict[str, Any] = {}
+        for name in SOURCE_TABLES:
+            schema = contract_schema(name)
+            frame = frames.get(name)
+            if frame is None:
+                conformed[name] = pl.DataFrame(schema=schema)
+                continue
+            absent = [pl.lit(None).alias(c) for c in schema.names() if c not in frame.columns]
+            conformed[name] = conform(frame.with_columns(absent), schema, source=name)
+        return cls(**conformed)
+
+
+def _require_aware(value: datetime, name: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} {value.isoformat()} has no time zone; pass an aware datetime")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class _TimeColumn:
+    """How one timestamp column is compared in SQL: natively, or as text (SQLite, text)."""
+
+    column: sa.Column[Any]
+    dialect: str
+    as_text: bool
+
+    def _text(self) -> sa.ColumnElement[Any]:
+        if self.dialect == "postgresql":
+            return sa.collate(sa.type_coerce(self.column, sa.String()), "C")
+        return sa.type_coerce(self.column, sa.String())
+
+    def _bound(self, value: datetime, shift: timedelta) -> sa.BindParameter[Any]:
+        """A bound parameter for comparing the column with ``value``.
+
+        As text the bound is a date string widened by ``shift``: text timestamps with
+        or without offsets all compare correctly against it.
+        """
+        if self.as_text:
+            return sa.literal((value + shift).date().isoformat(), sa.String())
+        return sa.literal(value, self.column.type)
+
+    def at_or_after(self, value: datetime) -> sa.ColumnElement[bool]:
+        condition: sa.ColumnElement[bool]
+        if self.as_text:
+            condition = self._text() >= self._bound(value, -_SQLITE_WINDOW_MARGIN)
+        else:
+            condition = self.column >= self._bound(value, timedelta(0))
+        return condition
+
+    def before(self, value: datetime) -> sa.ColumnElement[bool]:
+        condition: sa.ColumnElement[bool]
+        if self.as_text:
+            condition = self._text() < self._bound(value, _SQLITE_WINDOW_MARGIN)
+        else:
+            condition = self.column < self._bound(value, timedelta(0))
+        return condition
+
+    def unplaceable(self) -> sa.ColumnElement[bool] | None:
+        """Rows SQL cannot place in time: not null and not starting like an ISO date."""
+        text = sa.type_coerce(self.column, sa.String())
+        if self.dialect == "sqlite":
+            glob = text.op("GLOB", return_type=sa.Boolean)(sa.literal(_ISO_DATE_GLOB, sa.String()))
+            return sa.not_(glob)
+        if self.as_text and self.dialect == "postgresql":
+            return sa.not_(text.regexp_match(_ISO_DATE_REGEX))
+        return None
+
+    def keep(self, condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+        """``condition``, or null, or (as text) a value SQL cannot place."""
+        unplaceable = self.unplaceable()
+        alternatives = [self.column.is_(None), condition]
+        if unplaceable is not None:
+            alternatives.insert(1, unplaceable)
+        return sa.or_(*alternatives)
+
+
+def _window_filter(
+    logical: str,
+    table: sa.Table,
+    start: datetime,
+    end: datetime | None,
+    dialect: str,
+    text_columns: Collection[str],
+) -> tuple[list[sa.ColumnElement[bool]], pl.Expr]:
+    """SQL conditions (coarse on text) and the exact Polars filter for one table."""
+
+    def time_column(name: str) -> _TimeColumn:
+        as_text = dialect == "sqlite" or name in text_columns
+        return _TimeColumn(table.c[name], dialect, as_text)
+
+    event = time_column(EVENT_TIME[logical])
+    event_col = pl.col(event.column.name)
+    conditions: list[sa.ColumnElement[bool]] = []
+    exact = pl.lit(True)
+    if logical == "customers":
+        if end is not None:
+            conditions.append(event.keep(event.before(end)))
+            exact = event_col.is_null() | (event_col < end)
+        return conditions, exact
+    if logical == "subscriptions":
+        ended = time_column("ended_at")
+        conditions.append(ended.keep(ended.at_or_after(start)))
+        exact = pl.col("ended_at").is_null() | (pl.col("ended_at") >= start)
+        if end is not None:
+            conditions.append(event.keep(event.before(end)))
+            exact = exact & (event_col.is_null() | (event_col < end))
+        return conditions, exact
+    in_window = event.at_or_after(start)
+    exact_in_window = event_col >= start
+    if end is not None:
+        in_window = sa.and_(in_window, event.before(end))
+        exact_in_window = exact_in_window & (event_col < end)
+    conditions.append(event.keep(in_window))
+    return conditions, event_col.is_null() | exact_in_window
+
+
+def text_time_columns(reflected: ReflectedTypes) -> dict[str, frozenset[str]]:
+    """Per source table, the contract timestamp columns the database declares as text."""
+    return {
+        logical: frozenset(
+            name
+            for name, sql_type in columns.items()
+            if isinstance(sql_type, sa.String)
+            and isinstance(contract_table(logical).c[name].type, sa.DateTime)
+        )
+        for logical, columns in reflected.items()
+    }
+
+
+def _window(
+    window_start: datetime, window_end: datetime | None
+) -> tuple[datetime, datetime | None]:
+    start = _require_aware(window_start, "window_start")
+    end = None if window_end is None else _require_aware(window_end, "window_end")
+    if end is not None and end <= start:
+        raise ValueError(
+            f"window_end {end.isoformat()} must be later than window_start {start.isoformat()}"
+        )
+    return start, end
+
+
+def source_query(
+    wh: Warehouse,
+    logical: str,
+    *,
+    window_start: datetime,
+    window_end: datetime | None,
+    dialect: str,
+    text_columns: Collection[str] = (),
+) -> tuple[sa.Select[Any], pl.Expr]:
+    """The SELECT for one source table (contract columns, window) and its exact row filter.
+
+    ``text_columns`` names timestamp columns the database declares as text (see
+    :func:`text_time_columns`); on SQLite every timestamp is compared as text.
+    """
+    start, end = _window(window_start, window_end)
+    table = wh[logical]
+    conditions, exact = _window_filter(logical, table, start, end, dialect, text_columns)
+    return sa.select(*table.c).where(*conditions), exact
+
+
+READ_WORKERS = 2
+"""Source tables read at the same time on the fast (ADBC) paths."""
+
+_LARGEST_FIRST = ("activity", "interactions")
+_READ_ORDER = (*_LARGEST_FIRST, *(name for name in SOURCE_TABLES if name not in _LARGEST_FIRST))
+
+
+def extract(
+    engine: sa.Engine, wh: Warehouse, *, window_start: datetime, window_end: datetime | None
+) -> SourceData:
+    """Read the source tables for ``[window_start, window_end)``; see the module docs.
+
+    Both bounds must be time-zone aware (naive datetimes raise ``ValueError``);
+    ``window_end=None`` means no upper bound. Raises
+    :class:`~warehouse.contract.ContractError` when tables or columns are missing.
+    """
+    _window(window_start, window_end)
+    text_columns = text_time_columns(check_contract(engine, wh))
+
+    def read(logical: str) -> pl.DataFrame:
+        query, exact = source_query(
+            wh,
+            logical,
+            window_start=window_start,
+            window_end=window_end,
+            dialect=engine.dialect.name,
+            text_columns=text_columns.get(logical, frozenset()),
+        )
+        return read_frame(engine, query, polars_schema(wh[logical])).filter(exact)
+
+    # Two tables at a time over ADBC (each read on its own connection): the database produces
+    # one table's rows while this process converts the other's. Largest tables first.
+    workers = READ_WORKERS if uses_adbc(engine) else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+        futures = {name: pool.submit(read, name) for name in _READ_ORDER}
+        frames = {name: futures[name].result() for name in SOURCE_TABLES}
+    return SourceData(**frames)

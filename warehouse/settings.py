@@ -1,0 +1,245 @@
+"""The one typed settings object, built at the entry point and passed down.
+
+Values come, highest priority first, from keyword arguments, ``RETENTION_*``
+environment variables (nested fields with ``__``, e.g.
+``RETENTION_TABLES__INTERACTIONS=crm_contacts``), a TOML file (the path in
+``RETENTION_CONFIG``, else ``retention.toml`` in the working directory when it
+exists), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+"""Configured table and schema names must match this; they are also quoted in SQL."""
+
+DEFAULT_WAREHOUSE_URL = "sqlite:///retention.db"
+DEFAULT_CHANNELS = (
+    "phone",
+    "email",
+    "chat",
+    "twitter",
+    "facebook",
+    "instagram",
+    "store",
+    "web",
+    "whatsapp",
+    "sms",
+)
+PUBLIC_CHANNELS = ("twitter", "facebook", "instagram")
+
+
+def validate_identifier(value: str, what: str = "identifier") -> str:
+    """Return ``value`` when it is a plain SQL identifier, else raise ``ValueError``."""
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid identifier: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 63 characters"
+        )
+    return value
+
+
+def mask_url(url: str) -> str:
+    """The warehouse URL with any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*[=:]\s*)(?P<password>[^\s'\",;&]+)")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with passwords in URLs (``scheme://user:pw@``) and ``password=...`` masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:***@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
+
+
+class TableNames(BaseModel):
+    """Names of the warehouse tables; each is validated as a plain identifier."""
+
+    customers: str = "customers"
+    subscriptions: str = "subscriptions"
+    interactions: str = "interactions"
+    activity: str = "activity"
+    retention_contacts: str = "retention_contacts"
+    retention_list: str = "retention_list"
+    scoring_runs: str = "scoring_runs"
+    model_registry: str = "model_registry"
+    schema_version: str = "retention_schema_version"
+
+    @field_validator("*")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return validate_identifier(value, "table name")
+
+
+class Settings(BaseSettings):
+    """Everything the job needs to know, validated once."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETENTION_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    warehouse_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_WAREHOUSE_URL),
+        description="SQLAlchemy URL of the warehouse; a password in it is never printed.",
+    )
+    source_schema: str | None = Field(
+        default=None, description="Database schema holding the source tables (None: default)."
+    )
+    output_schema: str | None = Field(
+        default=None, description="Database schema for the output tables (None: default)."
+    )
+    tables: TableNames = Field(default_factory=TableNames)
+
+    timezone: str = Field(default="UTC", description="Time zone that defines 'today'.")
+    horizon_days: int = Field(default=30, ge=1, le=365, description="Churn horizon H in days.")
+    snapshot_spacing_days: int = Field(
+        default=30, ge=1, le=365, description="Days between training snapshots."
+    )
+    n_snapshots: int = Field(default=12, ge=2, le=120, description="Training snapshots.")
+    lookback_days: int = Field(
+        default=90, ge=90, le=3650, description="Longest feature window; older rows are not read."
+    )
+    label_kind: Literal["subscription", "inactivity"] = "subscription"
+    inactivity_days: int = Field(
+        default=30, ge=1, le=365, description="Inactivity label: active means activity in N days."
+    )
+    max_event_types: int = Field(
+        default=12, ge=0, le=200, description="Cap on activity event types that become features."
+    )
+    known_channels: tuple[str, ...] = DEFAULT_CHANNELS
+    public_channels: tuple[str, ...] = PUBLIC_CHANNELS
+
+    list_capacity: int = Field(default=500, ge=0, description="Customers listed per day.")
+    segment_capacity: dict[str, int] = Field(
+        default_factory=dict, description="Optional per-segment caps on listed customers."
+    )
+    rank_by: Literal["value_at_risk", "probability"] = "value_at_risk"
+    cooldown_days: int = Field(
+        default=14, ge=0, description="Skip customers contacted within this many days."
+    )
+    actions_file: Path | None = Field(
+        default=None, description="TOML file overriding the reason -> action rule table."
+    )
+
+    offer_cost: float = Field(default=10.0, ge=0, description="Cost of one retention contact.")
+    offer_success_rate: float = Field(
+        default=0.3, ge=0, le=1, description="Share of contacted churners who stay."
+    )
+    promotion_metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    promotion_margin: float = Field(
+        default=0.005, ge=0, description="How much a challenger must beat the champion by."
+    )
+    seed: int = 20261122
+
+    db_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a database stage after a transient error."
+    )
+    db_retry_delay_seconds: float = Field(
+        default=5.0, ge=0, description="First retry delay; each later one doubles."
+    )
+
+    drift_warn_psi: float = Field(default=0.1, ge=0)
+    drift_stop_psi: float = Field(default=0.5, ge=0)
+
+    artifacts_dir: Path = Field(
+        default=Path("artifacts"), description="Where model reports are written."
+    )
+
+    @field_validator("source_schema", "output_schema")
+    @classmethod
+    def _schema_identifier(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value, "schema name")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(value)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _parsable_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            make_url(value.get_secret_value())
+        except Exception as exc:
+            raise ValueError(
+                f"warehouse URL {mask_url(value.get_secret_value())!r} is not a SQLAlchemy URL"
+            ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> Settings:
+        if self.drift_stop_psi < self.drift_warn_psi:
+            raise ValueError("drift_stop_psi must be at least drift_warn_psi")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("RETENTION_CONFIG")
+        toml_path = Path(config) if config else Path("retention.toml")
+        if config and not toml_path.is_file():
+            raise FileNotFoundError(f"RETENTION_CONFIG points to {toml_path}, which does not exist")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    # -- conveniences -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The warehouse URL with its password: pass it to drivers, never to logs."""
+        return self.warehouse_url.get_secret_value()
+
+    @property
+    def display_url(self) -> str:
+        """The warehouse URL with its password masked, safe to print."""
+        return mask_url(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed."""
+        data = self.model_dump()
+        data["warehouse_url"] = self.url
+        data.update(changes)
+        return type(self)(**data)
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield (key, self.display_url if key == "warehouse_url" else value)
