@@ -1,0 +1,1 @@
+"""Point-in-time churn features, labels and the data-quality report (Polars, no Prefect)."""
