@@ -1,0 +1,226 @@
+"""Metrics on hand-computed examples, tie handling, and comparisons on the same rows."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import log_loss as sk_log_loss
+
+from models.evaluate import (
+    CHAMPION,
+    MODEL,
+    MODEL_UNCALIBRATED,
+    RULE_BASELINE,
+    EvaluationError,
+    EvaluationReport,
+    compare,
+    evaluate,
+    evaluate_candidate,
+    expected_calibration_error,
+    expected_top_k,
+)
+from models.train import TrainedModel
+
+P = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+Y = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], dtype=float)
+VALUE = np.array([100, 50, 80, 200, 10, 10, 10, 10, 10, 10], dtype=float)
+
+
+def _hand_metrics() -> dict[str, float]:
+    return evaluate(
+        Y, P, value=VALUE, capacity=3, offer_cost=10.0, success_rate=0.5, horizon_months=2.0
+    )
+
+
+def test_top_k_metrics_by_hand() -> None:
+    m = _hand_metrics()
+    assert m["n_rows"] == 10 and m["n_churned"] == 3
+    assert m["base_rate"] == pytest.approx(0.3)
+    # top decile = 1 row, a churner: rate 1 / base rate 0.3
+    assert m["top_decile_lift"] == pytest.approx(1 / 0.3)
+    assert m["capacity"] == 3
+    assert m["precision_at_capacity"] == pytest.approx(2 / 3)
+    assert m["recall_at_capacity"] == pytest.approx(2 / 3)
+
+
+def test_profit_by_hand() -> None:
+    """Each contacted churner is worth 0.5 * value * 2 = value; each contact costs 10.
+
+    k=1: 100-10=90, k=2: 150-20=130, k=3: 150-30=120, k=4: 350-40=310, k=5: 300, ...
+    """
+    m = _hand_metrics()
+    assert m["expected_profit_at_capacity"] == pytest.approx(120.0)
+    assert m["best_k"] == 4
+    assert m["expected_profit_at_best_k"] == pytest.approx(310.0)
+
+
+def test_ranking_and_probability_metrics_by_hand_and_against_sklearn() -> None:
+    m = _hand_metrics()
+    # churners rank 10, 9 and 7 of 10: (26 - 6) / (3 * 7)
+    assert m["roc_auc"] == pytest.approx(20 / 21)
+    # precision 1 at recall 1/3 and 2/3, 3/4 at recall 1
+    assert m["pr_auc"] == pytest.approx((1 + 1 + 0.75) / 3)
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(Y, P))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(Y, P))
+    assert m["log_loss"] == pytest.approx(sk_log_loss(Y, P))
+    assert m["brier"] == pytest.approx(brier_score_loss(Y, P))
+    assert m["mean_probability"] == pytest.approx(P.mean())
+
+
+def test_metrics_with_ties_match_sklearn_on_random_data() -> None:
+    rng = np.random.default_rng(4)
+    p = np.round(rng.uniform(0, 1, 400), 1)  # many ties
+    y = (rng.uniform(0, 1, 400) < p).astype(float)
+    m = evaluate(
+        y, p, value=np.ones(400), capacity=40, offer_cost=0, success_rate=1, horizon_months=1
+    )
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["pr_auc"] == pytest.approx(average_precision_score(y, p))
+
+
+def test_ece_uses_equal_frequency_bins() -> None:
+    p = np.array([0.1] * 5 + [0.9] * 5)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 0], dtype=float)
+    # bin 1: mean p 0.1, rate 0.2; bin 2: mean p 0.9, rate 0.8
+    assert expected_calibration_error(y, p, bins=2) == pytest.approx(0.1)
+    assert expected_calibration_error(np.zeros(4), np.zeros(4)) == 0.0
+
+
+def test_ties_count_their_average_not_row_order() -> None:
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0], dtype=float)
+    flat = np.full(10, 0.5)
+    m = evaluate(
+        y, flat, value=np.ones(10), capacity=5, offer_cost=0, success_rate=1, horizon_months=1
+    )
+    assert m["precision_at_capacity"] == pytest.approx(0.2)
+    assert m["recall_at_capacity"] == pytest.approx(0.5)
+    assert m["top_decile_lift"] == pytest.approx(1.0)
+    assert m["roc_auc"] == pytest.approx(0.5)
+    np.testing.assert_allclose(
+        expected_top_k(np.array([3.0, 1.0, 1.0, 0.0]), np.array([1.0, 1.0, 0.0, 1.0])),
+        [0.0, 1.0, 1.5, 2.0, 3.0],
+    )
+
+
+def test_undefined_metrics_are_nan_and_inputs_are_checked() -> None:
+    m = evaluate(
+        np.zeros(5),
+        np.full(5, 0.1),
+        value=np.ones(5),
+        capacity=2,
+        offer_cost=1,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"])
+    assert math.isnan(m["top_decile_lift"]) and math.isnan(m["recall_at_capacity"])
+    assert m["best_k"] == 0 and m["expected_profit_at_best_k"] == 0
+    with pytest.raises(EvaluationError, match="not in \\[0, 1\\]"):
+        evaluate(Y, P * 2, value=VALUE, capacity=3, offer_cost=1, success_rate=1, horizon_months=1)
+    with pytest.raises(EvaluationError, match="same rows"):
+        evaluate(Y, P[:5], value=VALUE, capacity=3, offer_cost=1, success_rate=1, horizon_months=1)
+
+
+def _holdout() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "snapshot_date": [date(2026, 5, 1)] * 10 + [date(2026, 6, 1)] * 10,
+            "customer_id": list(range(10)) * 2,
+            "churned": list(Y.astype(bool)) * 2,
+            "segment": ["smb", "consumer"] * 9 + [None, None],
+            "customer_value": [*VALUE[:-1].tolist(), None, *VALUE.tolist()],
+        }
+    )
+
+
+def test_compare_scores_everyone_on_the_same_rows() -> None:
+    holdout = _holdout()
+    scores = {"a": np.tile(P, 2), "b": np.tile(P[::-1], 2)}
+    report = compare(holdout, scores, capacity=3, offer_cost=10, success_rate=0.5, horizon_months=2)
+    assert report.scorers == ["a", "b"]
+    assert report.overall["a"]["n_rows"] == report.overall["b"]["n_rows"] == 20
+    assert report.overall["a"]["capacity"] == 6  # 3 per snapshot, 2 snapshots
+    assert list(report.by_date) == ["2026-05-01", "2026-06-01"]
+    assert report.by_date["2026-05-01"]["a"]["capacity"] == 3
+    assert report.by_date["2026-06-01"]["a"]["expected_profit_at_best_k"] == pytest.approx(310)
+    assert set(report.by_segment) == {"smb", "consumer", "(missing)"}
+    assert report.by_segment["(missing)"]["a"]["n_rows"] == 2
+    assert sum(t["a"]["n_rows"] for t in report.by_segment.values()) == 20
+    assert any("1 of 20 rows have no customer_value" in n for n in report.notes)
+    assert any("2 of 20 rows have no segment" in n for n in report.notes)
+    assert report.overall["a"]["roc_auc"] > report.overall["b"]["roc_auc"]
+
+
+def test_report_round_trips_through_json() -> None:
+    report = compare(
+        _holdout(),
+        {"a": np.tile(P, 2)},
+        capacity=3,
+        offer_cost=10,
+        success_rate=0.5,
+        horizon_months=2,
+    )
+    data = report.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    restored = EvaluationReport.from_dict(json.loads(text))
+    assert restored.holdout_dates == report.holdout_dates
+    assert restored.overall["a"]["pr_auc"] == report.overall["a"]["pr_auc"]
+    assert restored.metrics("a")["roc_auc"] == report.metrics("a")["roc_auc"]
+    with pytest.raises(KeyError, match="have \\['a'\\]"):
+        report.metrics("champion")
+
+
+def test_compare_refuses_bad_inputs() -> None:
+    holdout = _holdout()
+    with pytest.raises(EvaluationError, match="scorer 'a' has 3 scores for 20 holdout rows"):
+        compare(
+            holdout,
+            {"a": [0.1, 0.2, 0.3]},
+            capacity=3,
+            offer_cost=1,
+            success_rate=1,
+            horizon_months=1,
+        )
+    with pytest.raises(EvaluationError, match="no column 'customer_value'"):
+        compare(
+            holdout.drop("customer_value"),
+            {"a": np.tile(P, 2)},
+            capacity=3,
+            offer_cost=1,
+            success_rate=1,
+            horizon_months=1,
+        )
+    nulls = holdout.with_columns(churned=pl.lit(None, dtype=pl.Boolean))
+    with pytest.raises(EvaluationError, match="20 null labels"):
+        compare(
+            nulls, {"a": np.tile(P, 2)}, capacity=3, offer_cost=1, success_rate=1, horizon_months=1
+        )
+
+
+def test_candidate_champion_and_baseline_on_the_same_holdout(
+    labelled: pl.DataFrame, trained: TrainedModel, other_model: TrainedModel
+) -> None:
+    result = evaluate_candidate(
+        labelled,
+        trained,
+        champion=other_model,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    assert result.report.scorers == [MODEL, MODEL_UNCALIBRATED, CHAMPION, RULE_BASELINE]
+    assert result.holdout.height == 1200
+    assert set(result.holdout["snapshot_date"].unique()) == set(trained.holdout_dates)
+    for scores in result.scores.values():
+        assert scores.shape == (1200,)
+    overall = result.report.overall
+    assert overall[MODEL]["pr_auc"] > overall[RULE_BASELINE]["pr_auc"]
+    assert overall[MODEL]["roc_auc"] == pytest.approx(overall[MODEL_UNCALIBRATED]["roc_auc"])
+    assert set(result.report.by_segment) == {"consumer", "enterprise", "smb", "(missing)"}

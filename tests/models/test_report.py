@@ -1,0 +1,95 @@
+"""The model report: a self-contained HTML file with the plots and metric tables."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import polars as pl
+
+from models.evaluate import evaluate_candidate
+from models.report import report_markdown, report_path_for, shap_importance, write_report
+from models.train import TrainedModel
+
+
+def test_report_has_plots_and_tables(
+    tmp_path: Path, labelled: pl.DataFrame, trained: TrainedModel, other_model: TrainedModel
+) -> None:
+    result = evaluate_candidate(
+        labelled,
+        trained,
+        champion=other_model,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    target = report_path_for(tmp_path / "artifacts", "m-test")
+    written = write_report(
+        target,
+        result.report,
+        trained,
+        result.holdout,
+        result.scores,
+        version="m-test",
+        decision="promoted: test",
+    )
+    assert written == tmp_path / "artifacts" / "models" / "m-test" / "report.html"
+    html = written.read_text(encoding="utf-8")
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) == 5
+    assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
+    for caption in (
+        "Cumulative gains and lift",
+        "Calibration",
+        "Expected profit",
+        "Feature importance",
+        "Score distribution by label",
+    ):
+        assert f"<figcaption>{caption}</figcaption>" in html
+    for text in (
+        "m-test",
+        "promoted: test",
+        "Metrics per segment",
+        "enterprise",
+        "Metrics per snapshot date",
+        "rule_baseline",
+        "champion",
+        "pr_auc",
+        "expected_profit_at_best_k",
+    ):
+        assert text in html
+    assert "<script" not in html and "http" not in html
+
+
+def test_report_into_a_directory_and_markdown(
+    tmp_path: Path, labelled: pl.DataFrame, trained: TrainedModel
+) -> None:
+    result = evaluate_candidate(
+        labelled,
+        trained,
+        champion=None,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    written = write_report(tmp_path, result.report, trained, result.holdout, result.scores)
+    assert written == tmp_path / "report.html"
+    markdown = report_markdown(result.report, version="m-x", decision="refused: test")
+    assert markdown.startswith("## Churn model m-x")
+    assert "| metric | model | model_uncalibrated | rule_baseline |" in markdown
+    assert "| pr_auc |" in markdown and "### Per segment" in markdown
+
+
+def test_shap_importance_uses_a_bounded_sample(
+    labelled: pl.DataFrame, trained: TrainedModel
+) -> None:
+    importance = shap_importance(trained, labelled, sample_rows=300, seed=1)
+    assert list(importance) and set(importance) == set(trained.features)
+    values = list(importance.values())
+    assert values == sorted(values, reverse=True)
+    planted = ("open_complaints", "unanswered_contacts_30d", "days_since_last_activity")
+    assert importance["noise"] < min(importance[name] for name in planted)
+    assert importance == shap_importance(trained, labelled, sample_rows=300, seed=1)
