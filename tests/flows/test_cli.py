@@ -1,0 +1,118 @@
+"""The ``retention`` command line, on real SQLite files (the Prefect flows are tested elsewhere)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.retrain import train_and_register
+from warehouse.settings import Settings
+
+runner = CliRunner()
+END = date(2026, 4, 1)
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small demo warehouse written through the CLI, with a champion model."""
+    root = tmp_path_factory.mktemp("cli")
+    url = f"sqlite:///{root / 'warehouse.db'}"
+    code, output = _invoke(
+        "demo-data",
+        "--customers",
+        "1500",
+        "--days",
+        "280",
+        "--seed",
+        "3",
+        "--end",
+        END.isoformat(),
+        "--warehouse",
+        url,
+    )
+    assert code == 0, output
+    assert "customers" in output
+    settings = Settings(warehouse_url=url, n_snapshots=5, artifacts_dir=root / "artifacts")  # type: ignore[arg-type]
+    train_and_register(settings, END, promote=True)
+    return url
+
+
+def test_init_db_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    for _ in range(2):
+        code, output = _invoke("init-db", "--warehouse", url)
+        assert code == 0, output
+        assert "schema version 1" in output
+
+
+def test_check_reports_a_missing_table_in_one_line(tmp_path: Path) -> None:
+    code, output = _invoke("check", "--warehouse", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert code == 1
+    assert "customers" in output
+    assert "Traceback" not in output
+
+
+def test_check_summarises_the_demo_warehouse(demo_url: str) -> None:
+    code, output = _invoke("check", "--warehouse", demo_url)
+    assert code == 0, output
+    assert "interactions" in output
+
+
+def test_models_list_show_promote_and_rollback(demo_url: str, tmp_path: Path) -> None:
+    code, output = _invoke("models", "list", "--warehouse", demo_url)
+    assert code == 0, output
+    assert "champion" in output
+    version = next(line.split()[0] for line in output.splitlines() if " champion " in line)
+    assert version.startswith("m-")
+    code, output = _invoke("models", "show", version, "--warehouse", demo_url)
+    assert code == 0, output
+    assert '"features"' in output and "booster" not in output.split('"features"')[0][-20:]
+    code, output = _invoke("models", "rollback", "--warehouse", demo_url)
+    assert code == 1  # no earlier champion to restore
+    assert "Traceback" not in output
+    code, output = _invoke("models", "promote", "m-unknown", "--warehouse", demo_url)
+    assert code == 1
+    assert "m-unknown" in output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_score_list_and_runs(demo_url: str) -> None:
+    code, output = _invoke("score", "--as-of", END.isoformat(), "--warehouse", demo_url)
+    assert code == 0, output
+    assert "succeeded" in output
+    code, output = _invoke(
+        "list", "--as-of", END.isoformat(), "--top", "3", "--warehouse", demo_url
+    )
+    assert code == 0, output
+    assert "#1 customer" in output and "#3 customer" in output and "#4 customer" not in output
+    assert "why:" in output and "do:" in output
+    code, output = _invoke("runs", "--warehouse", demo_url)
+    assert code == 0, output
+    assert "succeeded" in output
+
+
+def test_bad_date_and_bad_configuration_are_one_line_errors(tmp_path: Path) -> None:
+    code, output = _invoke(
+        "list", "--as-of", "yesterday", "--warehouse", f"sqlite:///{tmp_path}/x.db"
+    )
+    assert code == 1 and "--as-of" in output
+    code, output = _invoke("init-db", "--warehouse", "not a url")
+    assert code == 2 and "configuration error" in output
+
+
+def test_unreachable_warehouse_is_a_clear_error_without_the_password() -> None:
+    url = "postgresql+psycopg://retention:hunter2-secret@127.0.0.1:1/crm"
+    code, output = _invoke("init-db", "--warehouse", url)
+    assert code == 1
+    assert "hunter2-secret" not in output
+    assert "127.0.0.1" in output
+    assert "Traceback" not in output

@@ -1,0 +1,351 @@
+"""Write-back on SQLite and PostgreSQL: atomic replace, run records, abandoned runs, reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from models.prioritise import PrioritySettings, prioritise
+from warehouse.outputs import (
+    ListRowsError,
+    ListWriteError,
+    RunSummary,
+    build_list_rows,
+    fail_run,
+    finish_run,
+    heartbeat,
+    latest_runs,
+    mark_abandoned_runs,
+    read_retention_list,
+    replace_retention_list,
+    start_run,
+    utc_now,
+    validate_list_rows,
+)
+from warehouse.schema import Warehouse, build_warehouse, polars_schema
+from warehouse.settings import Settings
+
+AS_OF = date(2026, 11, 20)
+
+
+def list_rows(
+    run_id: str, *, as_of: date = AS_OF, n: int = 12, capacity: int = 5, shift: float = 0.0
+) -> pl.DataFrame:
+    """A day's retention_list rows for ``n`` customers, reasons for the listed ones."""
+    scored = pl.DataFrame(
+        {
+            "customer_id": list(range(1, n + 1)),
+            "churn_probability": [round(((7 * i) % n) / n + shift, 4) % 1.0 for i in range(n)],
+            "segment": [["smb", "enterprise", None][i % 3] for i in range(n)],
+            "customer_value": [None if i % 5 == 0 else 10.0 + i for i in range(n)],
+        },
+        schema={
+            "customer_id": pl.Int64,
+            "churn_probability": pl.Float64,
+            "segment": pl.String,
+            "customer_value": pl.Float64,
+        },
+    )
+    prioritised = prioritise(
+        scored, pl.DataFrame({"customer_id": [2]}), PrioritySettings(capacity=capacity)
+    )
+    listed = prioritised.listed_customer_ids
+    reasons = pl.DataFrame(
+        {
+            "customer_id": listed,
+            "reason_source": ["exact"] * len(listed),
+            "reason_1_code": ["open_complaints"] * len(listed),
+            "reason_1": [f"{i % 3 + 1} complaints still open" for i in listed],
+            "reason_2_code": ["contacts_30d"] * len(listed),
+            "reason_2": ["4 contacts with us in the last 30 days"] * len(listed),
+            "action_code": ["resolve_and_call_back"] * len(listed),
+            "recommended_action": ["Resolve the open complaint and call back today."] * len(listed),
+        }
+    )
+    return build_list_rows(
+        prioritised.frame, reasons, as_of=as_of, model_version="m-1", run_id=run_id
+    )
+
+
+def written(engine: sa.Engine, wh: Warehouse, as_of: date = AS_OF) -> pl.DataFrame:
+    return read_retention_list(engine, wh, as_of=as_of, listed_only=False)
+
+
+def install_failing_trigger(engine: sa.Engine, customer_id: int) -> None:
+    """A real database trigger that aborts the insert of one customer's row."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "CREATE FUNCTION fail_one_row() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.customer_id = {customer_id} THEN "
+                "RAISE EXCEPTION 'injected failure for customer %%', NEW.customer_id; "
+                "END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER fail_one_row BEFORE INSERT ON retention_list "
+                "FOR EACH ROW EXECUTE FUNCTION fail_one_row()"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER fail_one_row BEFORE INSERT ON retention_list "
+                f"WHEN NEW.customer_id = {customer_id} "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+
+
+def run_row(engine: sa.Engine, wh: Warehouse, run_id: str) -> dict[str, object]:
+    runs = latest_runs(engine, wh, limit=100)
+    return runs.filter(pl.col("run_id") == run_id).row(0, named=True)
+
+
+def test_replace_twice_gives_identical_rows_and_no_duplicates(
+    engine: sa.Engine, wh: Warehouse
+) -> None:
+    first_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+    rows = list_rows(first_run)
+    assert replace_retention_list(engine, wh, AS_OF, rows, first_run) == rows.height
+    first = written(engine, wh)
+    assert first.schema == polars_schema(wh["retention_list"])
+    assert first.equals(rows)  # the round trip keeps every value and type
+
+    second_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+    replace_retention_list(engine, wh, AS_OF, list_rows(second_run), second_run)
+    second = written(engine, wh)
+    assert second.height == rows.height
+    assert second["customer_id"].n_unique() == rows.height
+    assert second.drop("run_id").equals(first.drop("run_id"))
+    assert set(second["run_id"]) == {second_run}
+    assert sorted(second["rank"]) == list(range(1, rows.height + 1))
+
+
+def test_other_days_are_untouched_by_a_replace(engine: sa.Engine, wh: Warehouse) -> None:
+    other = AS_OF - timedelta(days=1)
+    replace_retention_list(engine, wh, other, list_rows("r0", as_of=other), "r0")
+    replace_retention_list(engine, wh, AS_OF, list_rows("r1"), "r1")
+    replace_retention_list(engine, wh, AS_OF, list_rows("r2", n=4, capacity=2), "r2")
+    assert written(engine, wh).height == 4
+    assert written(engine, wh, other).equals(list_rows("r0", as_of=other))
+
+
+def test_a_failure_during_the_write_leaves_the_previous_list(
+    engine: sa.Engine, wh: Warehouse
+) -> None:
+    good_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+    replace_retention_list(engine, wh, AS_OF, list_rows(good_run), good_run)
+    before = written(engine, wh)
+
+    install_failing_trigger(engine, customer_id=12)
+    bad_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+    new_rows = list_rows(bad_run, shift=0.05)
+    summary = RunSummary(model_version="m-1", counts={"scored": 12, "listed": 5})
+    with pytest.raises(ListWriteError, match="injected failure") as info:
+        replace_retention_list(engine, wh, AS_OF, new_rows, bad_run, summary=summary)
+
+    # The delete and the rows inserted before the failure were rolled back.
+    assert written(engine, wh).equals(before)
+    assert run_row(engine, wh, bad_run)["status"] == "running"
+    fail_run(engine, wh, bad_run, error=info.value, timings={"score": 0.1})
+    failed = run_row(engine, wh, bad_run)
+    assert failed["status"] == "failed"
+    assert "ListWriteError" in str(failed["error"])
+    assert "previous list is unchanged" in str(failed["error"])
+    assert failed["finished_at"] is not None
+    assert json.loads(str(failed["timings"])) == {"score": 0.1}
+
+
+def test_the_run_record_commits_with_the_list(engine: sa.Engine, wh: Warehouse) -> None:
+    run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
+    summary = RunSummary(
+        model_version="m-1",
+        counts={"n_scored": 12, "n_listed": 5, "n_quarantined": 3, "n_cooled_down": 1},
+        timings={"score": 0.5},
+        data_quality={"quarantined": {"interactions": 3}, "as_of": AS_OF},
+        drift={"psi_max": 0.02, "psi": {"tenure_days": float("nan")}},
+    )
+    replace_retention_list(engine, wh, AS_OF, list_rows(run_id), run_id, summary=summary)
+    run = run_row(engine, wh, run_id)
+    assert run["status"] == "succeeded"
+    assert (run["n_scored"], run["n_listed"], run["n_quarantined"], run["n_cooled_down"]) == (
+        12,
+        5,
+        3,
+        1,
+    )
+    timings = json.loads(str(run["timings"]))
+    assert timings["score"] == 0.5 and timings["write"] >= 0
+    assert json.loads(str(run["data_quality"]))["as_of"] == "2026-11-20"
+    assert json.loads(str(run["drift"])) == {"psi_max": 0.02, "psi": {"tenure_days": None}}
+
+    # A summary for a run that was never started rolls the whole write back.
+    with pytest.raises(LookupError, match="no run"):
+        replace_retention_list(
+            engine, wh, AS_OF, list_rows("ghost", n=3, capacity=1), "ghost", summary=summary
+        )
+    assert written(engine, wh).height == 12
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda f: f.drop("priority"), "missing column"),
+        (lambda f: f.with_columns(colour=pl.lit("red")), "unexpected column"),
+        (lambda f: f.with_columns(as_of=pl.lit(date(2026, 1, 1))), "12 rows are not for"),
+        (lambda f: f.with_columns(run_id=pl.lit("other")), "are not run"),
+        (
+            lambda f: f.with_columns(
+                churn_probability=pl.when(pl.col("rank") <= 2)
+                .then(None)
+                .otherwise(pl.col("churn_probability"))
+            ),
+            "churn_probability: null in 2 of 12 rows",
+        ),
+        (lambda f: pl.concat([f, f.tail(1)]), "1 of 13 rows repeat a customer"),
+        (lambda f: f.with_columns(rank=pl.col("rank") * 2), "not a permutation"),
+        (lambda f: f.with_columns(segment=pl.lit("x" * 65)), "longer than 64"),
+        (lambda f: f.with_columns(priority=pl.lit("urgent")), "priority"),
+        (lambda f: f.with_columns(rank=pl.lit("first")), "cannot be stored"),
+    ],
+)
+def test_rows_that_do_not_fit_are_refused(mangle: object, message: str) -> None:
+    table = build_warehouse(Settings())["retention_list"]
+    bad = mangle(list_rows("r2"))  # type: ignore[operator]
+    with pytest.raises(ListRowsError, match=message) as info:
+        validate_list_rows(bad, table, as_of=AS_OF, run_id="r2")
+    assert "retention_list" in str(info.value)
+
+
+def test_refused_rows_change_nothing(engine: sa.Engine, wh: Warehouse) -> None:
+    replace_retention_list(engine, wh, AS_OF, list_rows("r1"), "r1")
+    before = written(engine, wh)
+    bad = list_rows("r2").with_columns(priority=pl.lit(None, dtype=pl.String))
+    with pytest.raises(ListRowsError, match="priority: null in 12 of 12 rows"):
+        replace_retention_list(engine, wh, AS_OF, bad, "r2")
+    assert written(engine, wh).equals(before)
+
+
+def test_build_list_rows_marks_unexplained_customers() -> None:
+    rows = list_rows("r1")
+    unlisted = rows.filter(~pl.col("listed"))
+    assert set(unlisted["reason_source"]) == {"none"}
+    assert unlisted.select(pl.col("reason_1", "action_code").null_count()).row(0) == (
+        unlisted.height,
+        unlisted.height,
+    )
+    listed = rows.filter("listed")
+    assert set(listed["reason_source"]) == {"exact"}
+    assert listed["reason_3"].null_count() == listed.height
+    with pytest.raises(ListRowsError, match="not scored"):
+        build_list_rows(
+            rows.select(
+                "customer_id",
+                "rank",
+                "listed",
+                "churn_probability",
+                "value_at_risk",
+                "customer_value",
+                "priority",
+                "segment",
+                "cooled_down",
+            ).head(3),
+            pl.DataFrame({"customer_id": [999], "reason_source": ["exact"]}),
+            as_of=AS_OF,
+            model_version="m",
+            run_id="r",
+        )
+
+
+def test_read_retention_list_filters(engine: sa.Engine, wh: Warehouse) -> None:
+    assert read_retention_list(engine, wh).height == 0
+    older = AS_OF - timedelta(days=3)
+    replace_retention_list(engine, wh, older, list_rows("r0", as_of=older, n=20), "r0")
+    replace_retention_list(engine, wh, AS_OF, list_rows("r1", capacity=6), "r1")
+    latest = read_retention_list(engine, wh)
+    assert set(latest["as_of"]) == {AS_OF}
+    assert latest.height == 6 and latest["listed"].all()
+    assert latest["rank"].to_list() == sorted(latest["rank"].to_list())
+    assert read_retention_list(engine, wh, top=2)["rank"].to_list() == latest["rank"][:2].to_list()
+    smb = read_retention_list(engine, wh, segment="smb", listed_only=False)
+    assert set(smb["segment"]) == {"smb"} and smb.height == 4
+    assert read_retention_list(engine, wh, as_of=older, listed_only=False).height == 20
+
+
+def test_run_lifecycle_and_masked_errors(
+    engine: sa.Engine, wh: Warehouse, settings: Settings
+) -> None:
+    run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
+    run = run_row(engine, wh, run_id)
+    assert run["status"] == "running" and run["pid"] == os.getpid()
+    assert run["started_at"].tzinfo is not None  # type: ignore[union-attr]
+    assert heartbeat(engine, wh, run_id)
+    finish_run(
+        engine,
+        wh,
+        run_id,
+        model_version="m-1",
+        counts={"scored": 10, "listed": 2, "cooled_down": 0},
+        timings={"score": 1.25},
+        data_quality={"rows": 10},
+    )
+    done = run_row(engine, wh, run_id)
+    assert done["status"] == "succeeded" and done["n_scored"] == 10 and done["error"] is None
+    fail_run(engine, wh, run_id, error="raised after the list was committed")
+    assert run_row(engine, wh, run_id)["status"] == "succeeded"
+    assert not heartbeat(engine, wh, run_id)  # a finished run has no heartbeat
+
+    failing = start_run(engine, wh, kind="backfill", as_of=None)
+    fail_run(
+        engine,
+        wh,
+        failing,
+        error="cannot connect to postgresql://scorer:s3cret-pw@db.internal/warehouse "
+        "(host=db.internal password=s3cret-pw)",
+    )
+    failed = run_row(engine, wh, failing)
+    assert failed["status"] == "failed"
+    assert "s3cret-pw" not in str(failed["error"])
+    assert "scorer:***@db.internal" in str(failed["error"])
+    with pytest.raises(LookupError):
+        fail_run(engine, wh, "no-such-run", error="x")
+    with pytest.raises(ValueError, match="kind"):
+        start_run(engine, wh, kind="a-very-long-kind-name", as_of=None)
+    assert latest_runs(engine, wh, limit=1)["run_id"].to_list() == [failing]
+
+
+def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
+    # A run recorded for a process of this host that has since exited.
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    dead_pid = int(child.stdout.strip())
+    dead_run = start_run(engine, wh, kind="nightly", as_of=AS_OF)
+    runs = wh["scoring_runs"]
+    with engine.begin() as conn:
+        conn.execute(sa.update(runs).where(runs.c.run_id == dead_run).values(pid=dead_pid))
+    # A run whose heartbeat stopped long ago, and a live run of this process.
+    stale_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == stale_run)
+            .values(heartbeat_at=utc_now() - timedelta(hours=3), pid=None)
+        )
+    live_run = start_run(engine, wh, kind="score", as_of=AS_OF)
+
+    assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 2
+    assert run_row(engine, wh, dead_run)["status"] == "abandoned"
+    assert "is gone" in str(run_row(engine, wh, dead_run)["error"])
+    assert run_row(engine, wh, stale_run)["status"] == "abandoned"
+    assert "no heartbeat" in str(run_row(engine, wh, stale_run)["error"])
+    assert run_row(engine, wh, live_run)["status"] == "running"
+    assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 0
