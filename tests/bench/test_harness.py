@@ -1,0 +1,69 @@
+"""A quick run of the benchmark harness on a tiny SQLite warehouse (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.harness import (
+    NIGHTLY_STAGES,
+    TRAINING_STAGES,
+    bench_warehouse,
+    prepare_warehouse,
+    render_markdown,
+    run_benchmark,
+)
+
+REQUIRED_KEYS = (
+    "tier",
+    "backend",
+    "machine",
+    "total_seconds",
+    "peak_rss_mb",
+    "stages",
+    "baseline_total_seconds",
+    "io_floor_seconds",
+)
+ISSUE_STAGES = ("extract", "validate", "features", "predict", "reasons", "prioritise", "write")
+
+
+def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path: Path) -> None:
+    result = run_benchmark(
+        tier="S",
+        backend="sqlite",
+        baseline=True,
+        results_dir=tmp_path / "results",
+        customers=1500,
+        train=True,
+        data_dir=tmp_path / "data",
+        echo=False,
+    )
+    written = json.loads((tmp_path / "results" / "S-sqlite-1500.json").read_text())
+    for key in REQUIRED_KEYS:
+        assert key in written, key
+    assert written["tier"] == "S"
+    assert written["backend"] == "sqlite"
+    assert written["customers"] == 1500
+    for key in ("cores", "memory_gb", "cpu_model", "python", "libraries", "load_average_at_start"):
+        assert key in written["machine"], key
+    assert set(ISSUE_STAGES) <= set(NIGHTLY_STAGES)
+    for stage in (*NIGHTLY_STAGES, *TRAINING_STAGES):
+        entry = written["stages"][stage]
+        assert set(entry) >= {"seconds", "rows_per_s", "peak_rss_mb"}, stage
+        assert entry["seconds"] >= 0
+    assert written["total_seconds"] > 0
+    assert written["io_floor_seconds"] is not None, written["io_floor"]
+    assert written["baseline_total_seconds"] is not None, written["baseline"]
+    assert written["baseline"]["scored"] == written["counts"]["scored"]
+    assert written["baseline"]["written"] == written["baseline"]["scored"]
+    assert written["counts"]["written"] == written["counts"]["scored"]
+    assert result["ratios"]["job_over_io_floor"] is not None
+    assert "| S-sqlite |" in render_markdown([written])
+
+    rerun = prepare_warehouse(
+        bench_warehouse("S", "sqlite", customers=1500, data_dir=tmp_path / "data"),
+        tmp_path / "artifacts",
+    )
+    assert rerun["reused"] is True
+    assert rerun["champion_seconds"] is None
+    assert rerun["rows"] == written["warehouse"]["rows"]
