@@ -41,16 +41,34 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _code(text: str) -> str:
+    return f"`{_cell(text)}`"
+
+
+def _reason_cells(feature: Feature) -> tuple[str, str, str]:
+    """The reason template, when it applies, and its topic (``-`` without a template)."""
+    if feature.reason is None:
+        return "-", "-", "-"
+    template = _code(feature.reason)
+    applies = _code(str(feature.reason_applies))
+    if feature.typical is not None:
+        template += " + " + _code(f"({feature.typical.text})")
+        applies += "; " + _code(feature.typical.describe())
+    topic = _code(feature.reason_topic) + (" (context)" if feature.context else "")
+    return template, applies, topic
+
+
 def _rows(features: Sequence[Feature]) -> list[str]:
     lines = [
-        "| name | meaning | window | unit | reason template |",
-        "|---|---|---|---|---|",
+        "| name | meaning | window | unit | reason template | reason applies when | topic |",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in features:
         kind = " (categorical)" if f.categorical else ""
-        reason = f"`{_cell(f.reason)}`" if f.reason else "-"
+        reason, applies, topic = _reason_cells(f)
         lines.append(
-            f"| `{f.name}` | {_cell(f.description)}{kind} | {_window(f)} | {f.unit} | {reason} |"
+            f"| `{f.name}` | {_cell(f.description)}{kind} | {_window(f)} | {f.unit} "
+            f"| {reason} | {applies} | {topic} |"
         )
     return lines
 
@@ -73,7 +91,9 @@ def feature_reference() -> str:
     ]
     generic = event_type_features([EXAMPLE_TYPE])
     lines += [
-        line.replace("activity_type_", "activity_<type>_").replace("'type'", "'<type>'")
+        line.replace("activity_type_", "activity_<type>_")
+        .replace("'type'", "'<type>'")
+        .replace("`activity_type`", "`activity_<type>`")
         for line in _rows(generic)
     ]
     lines += [

@@ -12,7 +12,8 @@ Windows are whole local days before the snapshot: a ``_30d`` feature sees rows d
 
 Row columns the aggregations read (prepared in :mod:`features.build`):
 
-* ``interactions``: one row per (snapshot, interaction opened in its lookback period):
+* ``interactions``: one row per (snapshot, interaction opened in its lookback period), and
+  per (snapshot, older complaint still open at its cutoff) with ``in_lookback`` false:
   ``cutoff``, ``opened_at``, ``channel``, ``in_7d``/``in_30d``/``in_90d`` (opened in the
   window), ``is_complaint``, ``is_public_complaint``, ``answered`` / ``resolved`` (first
   response / resolution strictly before the cutoff), ``response_hours`` /
@@ -40,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 GROUPS: Final = (
@@ -68,6 +71,9 @@ REPEAT_CONTACT_DAYS: Final = 7
 LOW_CSAT_MAX: Final = 2
 """CSAT scores up to this value (1-2) count as low."""
 
+NEW_CUSTOMER_DAYS: Final = 365
+"""A tenure below this many days can be a reason ("customer for only 45 days")."""
+
 _HOURS_PER_MICROSECOND: Final = 1.0 / 3_600_000_000
 _DAYS_PER_MICROSECOND: Final = 1.0 / 86_400_000_000
 
@@ -91,20 +97,101 @@ def _has_value(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _positive(value: Any) -> bool:
-    return _has_value(value) and float(value) > 0
+class ReasonApplies:
+    """When a reason template applies to the feature's own value: a callable with a description.
+
+    A null (or NaN) value never applies. ``description`` is what the feature reference shows
+    (``"> 0"``, ``">= 10"``, ``"any value"``).
+    """
+
+    def __init__(self, description: str, test: Callable[[float], bool] | None) -> None:
+        self.description = description
+        self._test = test
+
+    def __call__(self, value: Any) -> bool:
+        if not _has_value(value):
+            return False
+        return True if self._test is None else self._test(float(value))
+
+    def __str__(self) -> str:
+        return self.description
+
+    def __repr__(self) -> str:
+        return f"ReasonApplies({self.description!r})"
 
 
-def _any_value(value: Any) -> bool:
-    return _has_value(value)
+def _at_least(threshold: float) -> ReasonApplies:
+    return ReasonApplies(f">= {threshold:g}", lambda value: value >= threshold)
 
 
-def _at_least(threshold: float) -> Callable[[Any], bool]:
-    return lambda value: _has_value(value) and float(value) >= threshold
+def _at_most(threshold: float) -> ReasonApplies:
+    return ReasonApplies(f"<= {threshold:g}", lambda value: value <= threshold)
 
 
-def _at_most(threshold: float) -> Callable[[Any], bool]:
-    return lambda value: _has_value(value) and float(value) <= threshold
+def _below(threshold: float) -> ReasonApplies:
+    return ReasonApplies(f"< {threshold:g}", lambda value: value < threshold)
+
+
+_positive: Final = ReasonApplies("> 0", lambda value: value > 0)
+_any_value: Final = ReasonApplies("any value", None)
+"""Any non-null value (also text, for categorical features)."""
+
+
+@dataclass(frozen=True)
+class Typical:
+    """A reason compares the customer's value with tonight's typical value.
+
+    Typical is the median of the feature over the whole scored population of the night
+    (nulls ignored), computed by :mod:`models.reasons`. The reason applies only when the
+    value differs from typical in ``direction`` by both a factor (``ratio``) and an
+    absolute amount (``min_gap``, in the feature's unit), and the sentence then ends with
+    ``text`` in parentheses, e.g. "12 'login' events in the last 30 days (typical: 25)".
+    Values are assumed non-negative (counts, sums, durations, money).
+    """
+
+    direction: Literal["below", "above", "either"]
+    """``below``: only a value under typical is a reason (less activity); ``above``: only
+    one over it (more contacts); ``either``: both (event types whose meaning is data's)."""
+    ratio: float = 1.5
+    """Below: ``value <= typical / ratio``; above: ``value >= typical * ratio``."""
+    min_gap: float = 1.0
+    """And ``|value - typical| >= min_gap``."""
+    text: str = "typical: {typical:,.0f}"
+    """Appended in parentheses; ``{typical}`` is the typical value (same format specs as
+    reason templates)."""
+
+    def differs_array(
+        self, values: npt.NDArray[np.float64], typical: float
+    ) -> npt.NDArray[np.bool_]:
+        """Element-wise :meth:`differs` (NaN: False)."""
+        below = (values <= typical / self.ratio) & (typical - values >= self.min_gap)
+        above = (values >= typical * self.ratio) & (values - typical >= self.min_gap)
+        if self.direction == "below":
+            return below
+        if self.direction == "above":
+            return above
+        return below | above
+
+    def differs(self, value: float, typical: float) -> bool:
+        """Whether ``value`` differs from ``typical`` enough, in an allowed direction."""
+        return bool(self.differs_array(np.array([value], dtype=np.float64), typical)[0])
+
+    def describe(self) -> str:
+        """The rule in words, for the feature reference."""
+        sides = {
+            "below": f"<= typical / {self.ratio:g}",
+            "above": f">= typical x {self.ratio:g}",
+            "either": f"<= typical / {self.ratio:g} or >= typical x {self.ratio:g}",
+        }
+        return f"{sides[self.direction]}, by >= {self.min_gap:g}"
+
+
+_DAYS: Final = "#day|days|less than a day"
+"""Format spec of a duration in days: "less than a day" under 1, else a rounded count."""
+_DAYS_ABOVE: Final = Typical("above", min_gap=3.0, text=f"typical: {{typical:{_DAYS}}}")
+_HOURS_ABOVE: Final = Typical("above", min_gap=4.0, text="typical: {typical:,.0f} h")
+_COUNT_EITHER: Final = Typical("either")
+_MONEY_EITHER: Final = Typical("either", text="typical: {typical:,.2f}")
 
 
 @dataclass(frozen=True)
@@ -150,10 +237,24 @@ class Feature:
     """The value from the aggregated columns, ``cutoff`` and (for ``customer``) the customer row."""
     default: float | None = None
     """Value for a customer of the population without rows in ``source`` (0 for counts)."""
-    reason_applies: Callable[[Any], bool] = field(default=_positive, compare=False, repr=False)
-    """When the reason is meaningful for a value (default: the value is positive)."""
+    reason_applies: ReasonApplies = field(default=_positive, compare=False, repr=False)
+    """When the reason is meaningful for the feature's own value (default: positive)."""
     model_feature: bool = True
     """False for helper columns: built next to the features for reasons, never fed to a model."""
+    topic: str | None = None
+    """What the reason is about; a customer gets at most one reason per topic (the feature
+    with the largest positive contribution). None: the feature's own name."""
+    typical: Typical | None = None
+    """When set, the reason also needs the value to differ from tonight's typical value
+    (see :class:`Typical`) and says so."""
+    context: bool = False
+    """A context reason (who the customer is: tenure, plan, price, segment, value) rather
+    than something that happened: it ranks after every actionable reason."""
+
+    @property
+    def reason_topic(self) -> str:
+        """The topic of the feature's reason (its own name when none is set)."""
+        return self.topic or self.name
 
 
 def _window(days: int) -> pl.Expr:
@@ -198,7 +299,10 @@ def _simple(
     how: AggregateKind,
     *,
     source: str = "interactions",
-    reason_applies: Callable[[Any], bool] = _positive,
+    reason_applies: ReasonApplies = _positive,
+    topic: str | None = None,
+    typical: Typical | None = None,
+    context: bool = False,
 ) -> Feature:
     """A feature that is one aggregate; a sum is a count or total and defaults to 0.
 
@@ -217,6 +321,9 @@ def _simple(
         expr=pl.col(name),
         default=0.0 if how in ("sum", "window_sum") else None,
         reason_applies=reason_applies,
+        topic=topic,
+        typical=typical,
+        context=context,
     )
 
 
@@ -231,7 +338,9 @@ def _elapsed(
     how: Literal["min", "max", "last"],
     *,
     source: str = "interactions",
-    reason_applies: Callable[[Any], bool] = _positive,
+    reason_applies: ReasonApplies = _positive,
+    topic: str | None = None,
+    typical: Typical | None = None,
 ) -> Feature:
     """Time from the earliest (``min``) or latest (``max``, ``last``) instant to the cutoff."""
     raw = f"_{name}_at"
@@ -247,6 +356,8 @@ def _elapsed(
         aggregations=(Aggregation(raw, instant, how),),
         expr=before(pl.col(raw)),
         reason_applies=reason_applies,
+        topic=topic,
+        typical=typical,
     )
 
 
@@ -263,23 +374,26 @@ def _open_problems() -> list[Feature]:
         _simple(
             "open_complaints",
             "open_problems",
-            "Complaints opened in the lookback period and not resolved before the snapshot.",
+            "Complaints opened before the snapshot (however long ago) and not resolved before it.",
             "complaints",
             None,
             "{open_complaints:#complaint} still open, the oldest for "
-            "{oldest_open_complaint_days:#day}",
+            f"{{oldest_open_complaint_days:{_DAYS}}}",
             _OPEN_COMPLAINT,
             "sum",
+            topic="open_complaints",
         ),
         _elapsed(
             "oldest_open_complaint_days",
             "open_problems",
-            "Age at the snapshot of the oldest complaint still open; null when none is open.",
+            "Age at the snapshot of the oldest complaint still open (however long ago it was "
+            "opened); null when none is open.",
             "days",
             None,
-            "a complaint has been open for {oldest_open_complaint_days:#day}",
+            f"a complaint has been open for {{oldest_open_complaint_days:{_DAYS}}}",
             pl.when(_OPEN_COMPLAINT).then(pl.col("opened_at")),
             "min",
+            topic="open_complaints",
         ),
     ]
     features += [
@@ -292,6 +406,7 @@ def _open_problems() -> list[Feature]:
             f"{{complaints_{days}d:#complaint}} in the last {days} days",
             _IS_COMPLAINT & _window(days),
             "sum",
+            topic="complaints",
         )
         for days in WINDOWS
     ]
@@ -307,6 +422,7 @@ def _open_problems() -> list[Feature]:
             f"in the last {days} days",
             _IS_COMPLAINT & pl.col("known_reopened") & _window(days),
             "sum",
+            topic="reopened_complaints",
         )
         for days in (30, 90)
     ]
@@ -331,6 +447,7 @@ def _responsiveness() -> list[Feature]:
                 answered,
                 "mean",
                 reason_applies=slow,
+                topic="slow_first_answers",
             ),
             _simple(
                 f"first_response_hours_max_{days}d",
@@ -343,6 +460,7 @@ def _responsiveness() -> list[Feature]:
                 answered,
                 "max",
                 reason_applies=slow,
+                topic="slow_first_answers",
             ),
         ]
         if days == LONGEST_WINDOW_DAYS:
@@ -358,6 +476,7 @@ def _responsiveness() -> list[Feature]:
                     answered,
                     "p90",
                     reason_applies=slow,
+                    topic="slow_first_answers",
                 )
             )
     for hours in (10, 24):
@@ -373,6 +492,7 @@ def _responsiveness() -> list[Feature]:
                 f"{hours} h in the last {days} days",
                 _window(days) & (pl.col("response_hours") > hours),
                 "sum",
+                topic="slow_first_answers",
             )
             for days in WINDOWS
         ]
@@ -387,6 +507,7 @@ def _responsiveness() -> list[Feature]:
             "without an answer",
             _window(days) & ~_ANSWERED,
             "sum",
+            topic="unanswered_contacts",
         )
         for days in WINDOWS
     ]
@@ -403,6 +524,7 @@ def _responsiveness() -> list[Feature]:
             pl.when(_window(30) & ~_ANSWERED).then(pl.col("opened_at")),
             "min",
             reason_applies=slow,
+            topic="unanswered_contacts",
         )
     )
     for days, how in ((30, "mean"), (90, "mean"), (90, "max")):
@@ -425,6 +547,8 @@ def _responsiveness() -> list[Feature]:
                 pl.when(_window(days)).then(pl.col("resolution_hours")),
                 "mean" if how == "mean" else "max",
                 reason_applies=_at_least(24),
+                topic="slow_resolution",
+                typical=_HOURS_ABOVE,
             )
         )
     return features
@@ -441,6 +565,7 @@ def _public_moments() -> list[Feature]:
             f"{{public_complaints_{days}d:#public complaint}} in the last {days} days",
             _IS_PUBLIC & _window(days),
             "sum",
+            topic="public_complaints",
         )
         for days in WINDOWS
     ]
@@ -460,6 +585,7 @@ def _public_moments() -> list[Feature]:
                 reason,
                 _IS_PUBLIC & _window(days) & ~_ANSWERED,
                 "sum",
+                topic="unanswered_public_complaints",
             )
         )
     features.append(
@@ -475,6 +601,8 @@ def _public_moments() -> list[Feature]:
             pl.when(_IS_PUBLIC & _window(90)).then(_RESPONSE),
             "max",
             reason_applies=_at_least(4),
+            topic="slow_public_answer",
+            typical=_HOURS_ABOVE,
         )
     )
     return features
@@ -492,6 +620,8 @@ def _effort() -> list[Feature]:
             _window(days),
             "sum",
             reason_applies=_at_least(3),
+            topic="contacts",
+            typical=Typical("above", min_gap=2.0),
         )
         for days in WINDOWS
     ]
@@ -508,6 +638,7 @@ def _effort() -> list[Feature]:
             pl.when(_window(days)).then(pl.col("known_transfers")),
             "mean",
             reason_applies=_at_least(1),
+            topic="transfers",
         )
         for days in (30, 90)
     ]
@@ -523,6 +654,7 @@ def _effort() -> list[Feature]:
             f"{{repeat_contacts_{days}d:#time}} in the last {days} days",
             pl.col("is_repeat") & _window(days),
             "sum",
+            topic="repeat_contacts",
         )
         for days in (30, 90)
     ]
@@ -542,6 +674,7 @@ def _satisfaction() -> list[Feature]:
             pl.when(_window(days)).then(pl.col("known_csat")),
             "mean",
             reason_applies=_at_most(3),
+            topic="low_satisfaction",
         )
         for days in (30, 90)
     ]
@@ -557,6 +690,7 @@ def _satisfaction() -> list[Feature]:
             f"in the last {days} days",
             _window(days) & (pl.col("known_csat") <= LOW_CSAT_MAX),
             "sum",
+            topic="low_satisfaction",
         )
         for days in WINDOWS
     ]
@@ -587,6 +721,8 @@ def _engagement() -> list[Feature]:
             "window_sum",
             source="activity",
             reason_applies=_any_value,
+            topic="activity",
+            typical=Typical("below", min_gap=2.0),
         )
         for days in WINDOWS
     ]
@@ -602,7 +738,8 @@ def _engagement() -> list[Feature]:
             source="activity",
             aggregations=(_ACTIVITY_EVENTS_30D, _ACTIVITY_EVENTS_PRIOR_60D),
             expr=_ACTIVITY_TREND,
-            reason_applies=lambda v: _has_value(v) and v < 0.9,
+            reason_applies=_below(0.9),
+            topic="activity",
         ),
         _elapsed(
             "days_since_last_activity",
@@ -611,11 +748,13 @@ def _engagement() -> list[Feature]:
             "lookback period, to the second, to the snapshot; null without any.",
             "days",
             None,
-            "no activity for {days_since_last_activity:#day}",
+            f"no activity for {{days_since_last_activity:{_DAYS}}}",
             pl.col("occurred_at"),
             "last",
             source="activity",
             reason_applies=_at_least(7),
+            topic="activity",
+            typical=_DAYS_ABOVE,
         ),
         _elapsed(
             "days_since_last_contact",
@@ -624,9 +763,12 @@ def _engagement() -> list[Feature]:
             "snapshot; null without any.",
             "days",
             None,
-            None,
-            pl.col("opened_at"),
+            f"last contact with us {{days_since_last_contact:{_DAYS}}} ago",
+            pl.when(pl.col("in_lookback")).then(pl.col("opened_at")),
             "max",
+            reason_applies=_any_value,
+            topic="last_contact",
+            typical=Typical("either", ratio=2.0, min_gap=3.0, text=f"typical: {{typical:{_DAYS}}}"),
         ),
     ]
     return features
@@ -636,18 +778,32 @@ _SIGNED_UP = pl.col("signup_at") < pl.col("cutoff")
 
 
 def _customer_feature(
-    name: str, description: str, unit: str, expr: pl.Expr, *, categorical: bool = False
+    name: str,
+    description: str,
+    unit: str,
+    expr: pl.Expr,
+    *,
+    categorical: bool = False,
+    reason: str | None = None,
+    reason_applies: ReasonApplies = _any_value,
+    topic: str | None = None,
+    typical: Typical | None = None,
 ) -> Feature:
+    """A customer attribute; its reason (if any) is a context reason."""
     return Feature(
         name,
         "commercial",
         description,
         unit,
         None,
-        None,
+        reason,
         categorical=categorical,
         source="customer",
         expr=expr,
+        reason_applies=reason_applies,
+        topic=topic,
+        typical=typical,
+        context=True,
     )
 
 
@@ -658,6 +814,9 @@ def _commercial() -> list[Feature]:
             "Days from the customer's signup to the snapshot.",
             "days",
             pl.when(_SIGNED_UP).then(_days_before_cutoff(pl.col("signup_at"))),
+            reason=f"customer for only {{tenure_days:{_DAYS}}}",
+            reason_applies=_below(NEW_CUSTOMER_DAYS),
+            typical=Typical("below", ratio=2.0, min_gap=30.0, text=f"typical: {{typical:{_DAYS}}}"),
         ),
         _customer_feature(
             "current_mrr",
@@ -665,6 +824,9 @@ def _commercial() -> list[Feature]:
             "null without one or without a known MRR.",
             "currency",
             pl.col("covering_mrr"),
+            reason="pays {current_mrr:,.2f} a month for the subscription",
+            topic="plan",
+            typical=_MONEY_EITHER,
         ),
         _customer_feature(
             "plan",
@@ -672,6 +834,8 @@ def _commercial() -> list[Feature]:
             "category",
             pl.col("covering_plan"),
             categorical=True,
+            reason="on the '{plan}' plan",
+            topic="plan",
         ),
         *(
             _simple(
@@ -685,6 +849,7 @@ def _commercial() -> list[Feature]:
                 pl.col("is_downgrade") & _window(days),
                 "sum",
                 source="subscriptions",
+                topic="plan_downgrades",
             )
             for days in (30, 90)
         ),
@@ -694,12 +859,15 @@ def _commercial() -> list[Feature]:
             "category",
             pl.when(_SIGNED_UP).then(pl.col("segment")),
             categorical=True,
+            reason="in the '{segment}' segment",
         ),
         _customer_feature(
             "customer_value",
             "The customer's monthly value (basis of value at risk).",
             "currency",
             pl.when(_SIGNED_UP).then(pl.col("monthly_value")),
+            reason="monthly value {customer_value:,.2f}",
+            typical=_MONEY_EITHER,
         ),
     ]
 
@@ -786,6 +954,11 @@ def event_type_slug(event_type: str) -> str:
     return slug
 
 
+def event_type_topic(slug: str) -> str:
+    """The reason topic of an event type's features (``activity_<slug>``): one reason per type."""
+    return f"activity_{slug}"
+
+
 def _event_feature(slug: str, suffix: str, type_index: int | None) -> Feature:
     name = f"activity_{slug}_{suffix}"
     is_type = pl.lit(False) if type_index is None else pl.col("event_type_index") == type_index
@@ -801,6 +974,8 @@ def _event_feature(slug: str, suffix: str, type_index: int | None) -> Feature:
             "window_sum",
             source="activity",
             reason_applies=_any_value,
+            topic=event_type_topic(slug),
+            typical=_MONEY_EITHER,
         )
     days = int(suffix.removeprefix("events_").removesuffix("d"))
     return _simple(
@@ -814,6 +989,8 @@ def _event_feature(slug: str, suffix: str, type_index: int | None) -> Feature:
         "window_sum",
         source="activity",
         reason_applies=_any_value,
+        topic=event_type_topic(slug),
+        typical=_COUNT_EITHER,
     )
 
 
@@ -840,6 +1017,20 @@ def event_type_features(event_types: Sequence[str]) -> list[Feature]:
 
 
 _BY_NAME: Final[dict[str, Feature]] = {f.name: f for f in (*FEATURES, *HELPERS)}
+
+
+_EVENT_TYPE_TOPIC = re.compile(r"^activity_[a-z0-9_]+$")
+
+
+def reason_topics() -> list[str]:
+    """Topics of the static features' reasons, in feature order (event types add
+    ``activity_<slug>`` topics, see :func:`event_type_topic`)."""
+    return list(dict.fromkeys(f.reason_topic for f in FEATURES if f.reason is not None))
+
+
+def is_reason_topic(name: str) -> bool:
+    """Whether ``name`` is a reason topic: a static feature's or an event type's."""
+    return name in reason_topics() or _EVENT_TYPE_TOPIC.match(name) is not None
 
 
 def feature_columns(event_types: Sequence[str]) -> list[str]:
@@ -880,13 +1071,25 @@ def get_feature(name: str) -> Feature:
 
 
 class _ReasonFormatter(string.Formatter):
-    """``str.format`` plus ``{x:#noun}`` / ``{x:#noun|plural}``: a rounded count and noun."""
+    """``str.format`` plus counts with their noun.
+
+    ``{x:#noun}`` renders a rounded count and the noun, singular or plural (``noun + "s"``;
+    ``{x:#reply|replies}`` names both forms); a count of 0 reads "no <plural>".
+    ``{x:#day|days|less than a day}`` also names what a value under 1 reads as, for
+    durations that must never read "0 days".
+    """
 
     def format_field(self, value: Any, format_spec: str) -> str:
         if format_spec.startswith("#"):
-            singular, _, plural = format_spec[1:].partition("|")
-            count = round(float(value))
-            return f"{count} {singular if count == 1 else (plural or singular + 's')}"
+            singular, plural, under_one = [*format_spec[1:].split("|", 2), "", ""][:3]
+            plural = plural or singular + "s"
+            number = float(value)
+            if under_one and number < 1:
+                return under_one
+            count = round(number)
+            if count == 0:
+                return f"no {plural}"
+            return f"{count} {singular if count == 1 else plural}"
         return str(super().format_field(value, format_spec))
 
 
@@ -902,20 +1105,34 @@ def reason_fields(template: str) -> list[str]:
     ]
 
 
-def render_reason(name: str, row: Mapping[str, Any]) -> str | None:
+def render_reason(
+    name: str, row: Mapping[str, Any], typical: Mapping[str, Any] | None = None
+) -> str | None:
     """The reason sentence for feature ``name`` with the customer's own numbers.
 
     ``row`` maps column names of the customer's feature row (features and helper columns)
-    to values. Returns None when the feature has no template, when the template does not
-    apply to the value (e.g. a count of 0) or when a value it needs is null or missing.
-    Raises ``KeyError`` for an unknown feature.
+    to values; ``typical`` maps feature names to tonight's typical (median) value. Returns
+    None when the feature has no template, when the template does not apply to the value
+    (e.g. a count of 0), when a value it needs is null or missing, or, for a feature with
+    a :class:`Typical` comparison, when its typical value is unknown or the customer's
+    value does not differ from it enough in the feature's direction. Raises ``KeyError``
+    for an unknown feature.
     """
     feature = get_feature(name)
     if feature.reason is None:
         return None
-    if not feature.reason_applies(row.get(name)):
+    value = row.get(name)
+    if not feature.reason_applies(value):
         return None
     values = {field_name: row.get(field_name) for field_name in reason_fields(feature.reason)}
     if not all(_has_value(v) for v in values.values()):
         return None
-    return _FORMATTER.vformat(feature.reason, (), values)
+    sentence = _FORMATTER.vformat(feature.reason, (), values)
+    if feature.typical is None:
+        return sentence
+    usual = (typical or {}).get(name)
+    if value is None or usual is None or not _has_value(usual):
+        return None
+    if not feature.typical.differs(float(value), float(usual)):
+        return None
+    return f"{sentence} ({_FORMATTER.vformat(feature.typical.text, (), {'typical': usual})})"

@@ -19,15 +19,15 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from models.actions import ActionRules, GroupLookup, feature_group, recommend_actions
+from models.actions import ActionRules, PlacementLookup, feature_placement, recommend_actions
 from models.prioritise import PrioritisedList, PrioritySettings, prioritise
 from models.reasons import (
     ExplainableModel,
     ReasonRenderer,
-    TemplateCheck,
+    TraitsLookup,
     explain_listed,
-    registry_has_template,
     registry_render,
+    registry_traits,
 )
 from warehouse.outputs import build_list_rows
 
@@ -150,15 +150,18 @@ def build_retention_list(
     model_version: str,
     run_id: str,
     top_n: int = 3,
-    has_template: TemplateCheck = registry_has_template,
+    traits: TraitsLookup = registry_traits,
     render: ReasonRenderer = registry_render,
-    group_of: GroupLookup = feature_group,
+    placement: PlacementLookup = feature_placement,
 ) -> ScoredList:
     """Score, prioritise, explain the listed customers and recommend their actions.
 
-    Returns the complete ``retention_list`` rows for ``as_of`` (every scored
-    customer; reasons and actions for the listed ones) with per-stage timings
-    (``score``, ``prioritise``, ``reasons``, ``actions``, ``assemble`` in seconds).
+    Reasons are exact contributions for the listed customers, compared with what is
+    typical over all of ``features`` (tonight's scored population); actions follow the
+    rule table from each listed customer's reasons and numbers. Returns the complete
+    ``retention_list`` rows for ``as_of`` (every scored customer; reasons and actions
+    for the listed ones) with per-stage timings (``score``, ``prioritise``, ``reasons``,
+    ``actions``, ``assemble`` in seconds).
     """
     timings: dict[str, float] = {}
     scored: pl.DataFrame = _timed(timings, "score", lambda: score_customers(model, features))
@@ -173,12 +176,12 @@ def build_retention_list(
             features,
             prioritised.listed_customer_ids,
             top_n,
-            has_template=has_template,
+            traits=traits,
             render=render,
         ),
     )
     with_actions: pl.DataFrame = _timed(
-        timings, "actions", lambda: recommend_actions(rules, reasons, group_of=group_of)
+        timings, "actions", lambda: recommend_actions(rules, reasons, placement=placement)
     )
     rows: pl.DataFrame = _timed(
         timings,

@@ -22,3 +22,17 @@ def test_reference_lists_every_feature_with_window_and_unit() -> None:
     for feature in event_type_features(["type"]):
         generic = feature.name.replace("activity_type_", "activity_<type>_")
         assert f"| `{generic}`" in reference
+
+
+def test_reference_shows_when_a_reason_applies_and_its_topic() -> None:
+    lines = {line.split(" | ")[0]: line for line in feature_reference().splitlines()}
+    tenure = lines["| `tenure_days`"]
+    assert "`customer for only {tenure_days:#day|days|less than a day}`" in tenure.replace(
+        "\\|", "|"
+    )
+    assert "`< 365`; `<= typical / 2, by >= 30`" in tenure
+    assert tenure.endswith("| `tenure_days` (context) |")
+    assert lines["| `complaints_30d`"].endswith("| `> 0` | `complaints` |")
+    generic = lines["| `activity_<type>_events_30d`"]
+    assert "(typical: {typical:,.0f})" in generic and generic.endswith("| `activity_<type>` |")
+    assert lines["| `slowest_public_channel_90d`"].endswith("| - | - | - |")

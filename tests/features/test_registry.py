@@ -11,13 +11,16 @@ from features.registry import (
     GROUPS,
     HELPERS,
     SOURCES,
+    Typical,
     categorical_features,
     event_type_features,
     event_type_slug,
     feature_columns,
     get_feature,
     helper_columns,
+    is_reason_topic,
     reason_fields,
+    reason_topics,
     render_reason,
 )
 
@@ -123,6 +126,21 @@ def test_get_feature_for_static_helper_and_event_features() -> None:
             get_feature(name)
 
 
+TYPICAL = {
+    "public_first_response_hours_max_90d": 10.0,
+    "days_since_last_activity": 5.0,
+    "days_since_last_contact": 20.0,
+    "activity_login_events_30d": 25.0,
+    "activity_refund_events_30d": 0.0,
+    "activity_order_value_90d": 105.3,
+    "contacts_30d": 1.0,
+    "tenure_days": 605.0,
+    "current_mrr": 24.99,
+    "customer_value": 28.5,
+}
+"""Tonight's typical values for the cases below."""
+
+
 @pytest.mark.parametrize(
     ("name", "row", "expected"),
     [
@@ -130,6 +148,21 @@ def test_get_feature_for_static_helper_and_event_features() -> None:
             "open_complaints",
             {"open_complaints": 3.0, "oldest_open_complaint_days": 12.4},
             "3 complaints still open, the oldest for 12 days",
+        ),
+        (
+            "open_complaints",
+            {"open_complaints": 1.0, "oldest_open_complaint_days": 0.3},
+            "1 complaint still open, the oldest for less than a day",
+        ),
+        (
+            "oldest_open_complaint_days",
+            {"oldest_open_complaint_days": 0.6},
+            "a complaint has been open for less than a day",
+        ),
+        (
+            "oldest_open_complaint_days",
+            {"oldest_open_complaint_days": 28.2},
+            "a complaint has been open for 28 days",
         ),
         (
             "open_complaints",
@@ -141,7 +174,12 @@ def test_get_feature_for_static_helper_and_event_features() -> None:
         (
             "public_first_response_hours_max_90d",
             {"public_first_response_hours_max_90d": 31.2, "slowest_public_channel_90d": "twitter"},
-            "the first answer to a public complaint on twitter took 31 h",
+            "the first answer to a public complaint on twitter took 31 h (typical: 10 h)",
+        ),
+        (  # 5 h is no slower than usual
+            "public_first_response_hours_max_90d",
+            {"public_first_response_hours_max_90d": 5.0, "slowest_public_channel_90d": "twitter"},
+            None,
         ),
         (
             "public_first_response_hours_max_90d",
@@ -169,8 +207,19 @@ def test_get_feature_for_static_helper_and_event_features() -> None:
         (
             "days_since_last_activity",
             {"days_since_last_activity": 21.4},
-            "no activity for 21 days",
+            "no activity for 21 days (typical: 5 days)",
         ),
+        (
+            "days_since_last_contact",
+            {"days_since_last_contact": 0.4},
+            "last contact with us less than a day ago (typical: 20 days)",
+        ),
+        (
+            "days_since_last_contact",
+            {"days_since_last_contact": 75.0},
+            "last contact with us 75 days ago (typical: 20 days)",
+        ),
+        ("days_since_last_contact", {"days_since_last_contact": 16.0}, None),
         ("csat_mean_30d", {"csat_mean_30d": 4.2}, None),
         (
             "csat_mean_30d",
@@ -199,15 +248,106 @@ def test_get_feature_for_static_helper_and_event_features() -> None:
         ),
         (
             "activity_login_events_30d",
-            {"activity_login_events_30d": 0.0},
-            "0 'login' events in the last 30 days",
+            {"activity_login_events_30d": 12.0},
+            "12 'login' events in the last 30 days (typical: 25)",
         ),
-        ("tenure_days", {"tenure_days": 30.0}, None),
-        ("segment", {"segment": "smb"}, None),
+        (
+            "activity_login_events_30d",
+            {"activity_login_events_30d": 0.0},
+            "no 'login' events in the last 30 days (typical: 25)",
+        ),
+        (
+            "activity_login_events_30d",
+            {"activity_login_events_30d": 67.0},
+            "67 'login' events in the last 30 days (typical: 25)",
+        ),
+        ("activity_login_events_30d", {"activity_login_events_30d": 22.0}, None),  # typical
+        # A zero count of something whose presence raises risk is no reason.
+        ("activity_refund_events_30d", {"activity_refund_events_30d": 0.0}, None),
+        (
+            "activity_refund_events_30d",
+            {"activity_refund_events_30d": 2.0},
+            "2 'refund' events in the last 30 days (typical: 0)",
+        ),
+        (
+            "activity_order_value_90d",
+            {"activity_order_value_90d": 1562.7},
+            "'order' value 1,562.70 in the last 90 days (typical: 105.30)",
+        ),
+        ("contacts_30d", {"contacts_30d": 2.0}, None),
+        (
+            "contacts_30d",
+            {"contacts_30d": 9.0},
+            "9 contacts with us in the last 30 days (typical: 1)",
+        ),
+        ("tenure_days", {"tenure_days": 45.2}, "customer for only 45 days (typical: 605 days)"),
+        ("tenure_days", {"tenure_days": 400.0}, None),
+        (
+            "current_mrr",
+            {"current_mrr": 499.0},
+            "pays 499.00 a month for the subscription (typical: 24.99)",
+        ),
+        ("plan", {"plan": "basic"}, "on the 'basic' plan"),
+        ("plan", {"plan": None}, None),
+        ("segment", {"segment": "smb"}, "in the 'smb' segment"),
+        ("customer_value", {"customer_value": 586.29}, "monthly value 586.29 (typical: 28.50)"),
+        ("customer_value", {"customer_value": 30.0}, None),
     ],
 )
 def test_render_reason(name: str, row: dict[str, object], expected: str | None) -> None:
-    assert render_reason(name, row) == expected
+    assert render_reason(name, row, TYPICAL) == expected
+
+
+def test_a_comparison_needs_tonights_typical_value() -> None:
+    row = {"activity_login_events_30d": 12.0, "tenure_days": 45.0}
+    assert render_reason("activity_login_events_30d", row) is None
+    assert (
+        render_reason("activity_login_events_30d", row, {"activity_login_events_30d": None}) is None
+    )
+    assert render_reason("tenure_days", row, {"tenure_days": 60.0}) is None  # not far enough
+    # Features without a comparison do not need it.
+    assert render_reason("complaints_30d", {"complaints_30d": 2.0}) == (
+        "2 complaints in the last 30 days"
+    )
+
+
+def test_typical_comparisons() -> None:
+    below, above, either = Typical("below"), Typical("above", min_gap=2), Typical("either")
+    assert below.differs(12, 25) and not below.differs(20, 25) and not below.differs(40, 25)
+    assert not below.differs(0.5, 1)  # within the absolute gap
+    assert above.differs(9, 1) and not above.differs(2, 1) and not above.differs(0, 1)
+    assert either.differs(0, 25) and either.differs(2, 0) and not either.differs(0, 0)
+    assert not either.differs(float("nan"), 3)
+    assert "typical / 1.5" in below.describe() and "by >= 2" in above.describe()
+
+
+def test_every_model_feature_has_a_reason() -> None:
+    """Issue 3: every feature carries a plain-language template to explain a risk."""
+    for feature in [*FEATURES, *event_type_features(EVENT_TYPES)]:
+        assert feature.reason is not None, feature.name
+    assert all(h.reason is None for h in HELPERS)
+
+
+def test_topics_and_context_reasons() -> None:
+    topic = {f.name: f.reason_topic for f in all_features()}
+    assert {topic[f"complaints_{d}d"] for d in (7, 30, 90)} == {"complaints"}
+    assert (
+        topic["open_complaints"] == topic["oldest_open_complaint_days"] != topic["complaints_30d"]
+    )
+    assert topic["csat_mean_30d"] == topic["low_csat_90d"]
+    assert topic["activity_trend_30d"] == topic["days_since_last_activity"]
+    assert topic["activity_login_events_30d"] == topic["activity_login_value_90d"]
+    assert topic["activity_login_events_30d"] != topic["activity_page_view_events_30d"]
+    # A topic is one kind of thing: one group, and all context or none.
+    for name in set(topic.values()):
+        members = [f for f in all_features() if f.reason and f.reason_topic == name]
+        assert len({f.group for f in members}) <= 1, name
+        assert len({f.context for f in members}) <= 1, name
+    context = {f.name for f in FEATURES if f.context}
+    assert context == {"tenure_days", "current_mrr", "plan", "segment", "customer_value"}
+    assert "complaints" in reason_topics() and "activity_page_view" not in reason_topics()
+    assert is_reason_topic("complaints") and is_reason_topic("activity_page_view")
+    assert not is_reason_topic("no_such_topic")
 
 
 def test_every_template_renders_for_a_typical_row() -> None:
@@ -220,13 +360,24 @@ def test_every_template_renders_for_a_typical_row() -> None:
     row.update({"contacts_30d": 5.0, "contacts_90d": 5.0, "days_since_last_activity": 9.0})
     row.update({"transfers_per_contact_30d": 2.0, "transfers_per_contact_90d": 2.0})
     row.update({"activity_trend_30d": 0.5, "activity_drop_30d": 0.5})
+    row.update({"plan": "basic", "segment": "smb"})
+    typical: dict[str, float] = {}
     for feature in all_features():
-        sentence = render_reason(feature.name, row)
+        if feature.typical is None:
+            continue
+        if feature.typical.direction == "above":
+            row[feature.name] = 50.0
+            typical[feature.name] = 1.0
+        else:
+            typical[feature.name] = 400.0
+    for feature in all_features():
+        sentence = render_reason(feature.name, row, typical)
         if feature.reason is None:
             assert sentence is None
         else:
             assert sentence, feature.name
             assert "{" not in sentence, sentence
+            assert (feature.typical is not None) == sentence.endswith(")"), sentence
 
 
 def test_unknown_feature_reason_raises() -> None:
