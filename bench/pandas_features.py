@@ -80,8 +80,12 @@ def _label_at(values: pd.Series, labels: pd.Series, by: pd.Series, *, largest: b
 
 def _interaction_features(ix: pd.DataFrame, d: date, config: FeatureConfig) -> dict[str, pd.Series]:
     cutoff = _cutoff(d, config)
-    ix = ix[(ix["opened_at"] >= _cutoff(d, config, config.lookback_days))]
     ix = ix[ix["opened_at"] < cutoff]
+    # Older complaints still open at the cutoff count as open complaints, nothing else.
+    in_lookback = ix["opened_at"] >= _cutoff(d, config, config.lookback_days)
+    still_open = ix["is_complaint"] & ~(ix["resolved_at"] < cutoff).fillna(False).astype(bool)
+    ix = ix[in_lookback | still_open]
+    in_lookback = in_lookback[ix.index]
     by = ix["customer_id"]
     window = {w: ix["opened_at"] >= _cutoff(d, config, w) for w in WINDOWS}
     answered = (ix["first_response_at"] < cutoff).fillna(False).astype(bool)
@@ -137,7 +141,7 @@ def _interaction_features(ix: pd.DataFrame, d: date, config: FeatureConfig) -> d
         out[f"csat_mean_{w}d"] = csat.where(window[w]).groupby(by).mean()
     for w in WINDOWS:
         out[f"low_csat_{w}d"] = _count(window[w] & (csat <= LOW_CSAT_MAX), by)
-    out["days_since_last_contact"] = waited_days.groupby(by).min()
+    out["days_since_last_contact"] = waited_days.where(in_lookback).groupby(by).min()
     out["slowest_public_channel_90d"] = _label_at(public_response, ix["channel"], by, largest=True)
     out["unanswered_public_channel_30d"] = _label_at(
         ix["opened_at"].where(public & window[30] & ~answered), ix["channel"], by, largest=False

@@ -36,6 +36,7 @@ from features.registry import (
     event_type_slug,
     feature_schema,
 )
+from warehouse.extract import COMPLAINT_KIND
 from warehouse.schema import SOURCE_TABLES, contract_schema
 from warehouse.settings import PUBLIC_CHANNELS
 
@@ -89,6 +90,18 @@ class FeatureConfig:
             minimum = 0 if name == "max_event_types" else 1
             if value < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+    @property
+    def history_days(self) -> int:
+        """Days of history before a snapshot's cutoff that its features and population read.
+
+        The lookback period, plus the days in which an earlier contact makes the first ones
+        repeat contacts, or the inactivity period of the ``inactivity`` population when longer.
+        """
+        history = self.lookback_days + REPEAT_CONTACT_DAYS
+        if self.label_kind == "inactivity":
+            history = max(history, self.inactivity_days)
+        return history
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeatureConfig:
@@ -331,7 +344,13 @@ def _of_source(source: str, features: Sequence[Feature] = (*FEATURES, *HELPERS))
 def interaction_snapshot_rows(
     sources: Mapping[str, pl.LazyFrame], snapshots: Snapshots, config: FeatureConfig
 ) -> pl.LazyFrame:
-    """Interactions per snapshot with what was known at its cutoff (see features.registry)."""
+    """Interactions per snapshot with what was known at its cutoff (see features.registry).
+
+    Every interaction opened in a snapshot's lookback period gives one row for it
+    (``in_lookback`` true). A complaint opened before a snapshot's lookback period and still
+    open at its cutoff gives one too (``in_lookback`` false, every window flag false), so
+    only the features of complaints open at the snapshot see it.
+    """
     interactions = source_frame(sources, "interactions")
     last_cutoff = snapshots.cutoffs(0).max()
     first_start = snapshots.cutoffs(snapshots.lookback_days).min()
@@ -341,11 +360,11 @@ def interaction_snapshot_rows(
     same_customer = pl.col("customer_id") == pl.col("customer_id").shift(1)
     public = pl.col("is_public") | pl.col("channel").is_in(list(config.public_channels))
     rows = (
-        interactions.filter((opened >= earliest) & (opened < last_cutoff))
+        interactions.filter(opened < last_cutoff)
         .sort("customer_id", "opened_at", "interaction_id")
         .with_columns(
             is_repeat=(same_customer & (opened - opened.shift(1) <= repeat_gap)).fill_null(False),
-            is_complaint=pl.col("kind") == "complaint",
+            is_complaint=pl.col("kind") == COMPLAINT_KIND,
         )
         .with_columns(is_public_complaint=pl.col("is_complaint") & public)
         .select(
@@ -364,10 +383,31 @@ def interaction_snapshot_rows(
             "csat",
         )
     )
+    in_lookback = _in_lookback(rows.filter(opened >= earliest), "opened_at", snapshots)
+    # Snapshots after the complaint's lookback periods ended and before it was resolved.
+    cutoffs = pl.lit(snapshots.cutoffs(0))
+    starts = pl.lit(snapshots.cutoffs(snapshots.lookback_days))
+    open_until = (
+        pl.when(pl.col("resolved_at").is_null())
+        .then(pl.lit(len(snapshots.dates), dtype=pl.UInt32))
+        .otherwise(cutoffs.search_sorted(pl.col("resolved_at"), side="right"))
+    )
+    still_open = _match_snapshots(
+        rows.filter(pl.col("is_complaint")),
+        starts.search_sorted(opened, side="right"),
+        open_until,
+        snapshots,
+    )
     answered = (pl.col("first_response_at") < pl.col("cutoff")).fill_null(False)
     resolved = (pl.col("resolved_at") < pl.col("cutoff")).fill_null(False)
     return (
-        _in_lookback(rows, "opened_at", snapshots)
+        pl.concat(
+            [
+                in_lookback.with_columns(in_lookback=pl.lit(True)),
+                still_open.with_columns(in_lookback=pl.lit(False)),
+            ],
+            how="vertical",
+        )
         .with_columns(*_window_flags("opened_at"), answered=answered, resolved=resolved)
         .with_columns(
             response_hours=pl.when("answered").then("_rh"),
@@ -507,7 +547,8 @@ def subscription_snapshot_rows(
     """Subscriptions started in each snapshot's lookback period, flagged when a downgrade.
 
     A downgrade is a subscription whose MRR is below that of the customer's previous
-    subscription (by start; ties by MRR, then plan).
+    subscription (by start; ties by MRR, then plan), when that previous subscription was
+    still running at some point of the snapshot's lookback period.
     """
     subscriptions = source_frame(sources, "subscriptions")
     same_customer = pl.col("customer_id") == pl.col("customer_id").shift(1)
@@ -515,11 +556,25 @@ def subscription_snapshot_rows(
         subscriptions.filter(pl.col("started_at") < snapshots.cutoffs(0).max())
         .sort("customer_id", "started_at", "mrr", "plan", nulls_last=True)
         .with_columns(
-            is_downgrade=(same_customer & (pl.col("mrr") < pl.col("mrr").shift(1))).fill_null(False)
+            _lower_mrr=(same_customer & (pl.col("mrr") < pl.col("mrr").shift(1))).fill_null(False),
+            _previous_ended_at=pl.col("ended_at").shift(1),
         )
-        .select("customer_id", "started_at", "is_downgrade")
+        .select("customer_id", "started_at", "_lower_mrr", "_previous_ended_at")
     )
-    return _in_lookback(flagged, "started_at", snapshots).with_columns(*_window_flags("started_at"))
+    # The previous subscription counts when it still ran in the snapshot's lookback period:
+    # older ones are not read for scoring, so training must not see them either.
+    lookback_start = pl.lit(snapshots.cutoffs(snapshots.lookback_days)).gather(
+        pl.col(SNAPSHOT_INDEX)
+    )
+    previous_in_lookback = pl.col("_previous_ended_at").is_null() | (
+        pl.col("_previous_ended_at") >= lookback_start
+    )
+    return (
+        _in_lookback(flagged, "started_at", snapshots)
+        .with_columns(*_window_flags("started_at"))
+        .with_columns(is_downgrade=pl.col("_lower_mrr") & previous_in_lookback)
+        .drop("_lower_mrr", "_previous_ended_at")
+    )
 
 
 def covering_subscriptions(

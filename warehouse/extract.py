@@ -6,6 +6,9 @@ bound parameters:
 - customers: ``signup_at < window_end``
 - subscriptions: ``started_at < window_end`` and (``ended_at`` null or ``>= window_start``)
 - interactions, activity, retention_contacts: event time in ``[window_start, window_end)``
+- interactions, in addition: complaints opened before ``window_end`` and not resolved before
+  ``window_start`` (still open when the window starts, however old), so that features can
+  count every complaint open at a snapshot
 
 Rows whose event time is null are read too, so validation can count them instead
 of losing them. ``window_end=None`` reads everything from ``window_start`` on,
@@ -29,7 +32,7 @@ raises :class:`~warehouse.contract.ContractError` listing every problem.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -211,8 +214,44 @@ def _window_filter(
     if end is not None:
         in_window = sa.and_(in_window, event.before(end))
         exact_in_window = exact_in_window & (event_col < end)
+    if logical == "interactions":
+        # Complaints opened before the window and still unresolved at its start are read
+        # too: "open at the snapshot" counts every open complaint, however old.
+        old_open, exact_old_open = _still_open_complaints(table, time_column, start, end)
+        conditions.append(sa.or_(event.keep(in_window), old_open))
+        return conditions, event_col.is_null() | exact_in_window | exact_old_open
     conditions.append(event.keep(in_window))
     return conditions, event_col.is_null() | exact_in_window
+
+
+COMPLAINT_KIND = "complaint"
+"""The interaction kind that counts as a complaint (after trimming and lower-casing)."""
+
+
+def _still_open_complaints(
+    table: sa.Table,
+    time_column: Callable[[str], _TimeColumn],
+    start: datetime,
+    end: datetime | None,
+) -> tuple[sa.ColumnElement[bool], pl.Expr]:
+    """Complaints opened before ``end`` and not resolved before ``start``: SQL and exact.
+
+    The SQL condition is a superset (any kind containing "complaint", coarse on text
+    timestamps); the Polars filter applies the exact rule after reading.
+    """
+    kind = sa.func.lower(sa.type_coerce(table.c.kind, sa.String()))
+    is_complaint = kind.contains(COMPLAINT_KIND, autoescape=True)
+    resolved = time_column("resolved_at")
+    condition = sa.and_(is_complaint, resolved.keep(resolved.at_or_after(start)))
+    opened = pl.col("opened_at")
+    exact = (pl.col("kind").str.strip_chars().str.to_lowercase() == COMPLAINT_KIND) & (
+        pl.col("resolved_at").is_null() | (pl.col("resolved_at") >= start)
+    )
+    if end is not None:
+        event = time_column("opened_at")
+        condition = sa.and_(condition, event.keep(event.before(end)))
+        exact = exact & (opened.is_null() | (opened < end))
+    return condition, exact
 
 
 def text_time_columns(reflected: ReflectedTypes) -> dict[str, frozenset[str]]:

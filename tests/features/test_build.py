@@ -107,7 +107,8 @@ INTERACTIONS = [
         transfers=1,
         csat=4,
     ),
-    # F: one hour before the 90-day window: outside every window (but a previous contact)
+    # F: one hour before the 90-day window, never resolved: outside every window (but a
+    # previous contact), still open at the snapshot
     interaction("2025-11-30 23:00", "complaint", "email"),
     # G: exactly at the 90-day window start, marked public
     interaction(
@@ -149,8 +150,8 @@ def test_open_problem_features() -> None:
     assert_values(
         interaction_row(),
         {
-            "open_complaints": 2.0,  # A, and H (resolved only after the cutoff)
-            "oldest_open_complaint_days": 8 + 14 / 24,  # A
+            "open_complaints": 3.0,  # A, H (resolved only after the cutoff), F (however old)
+            "oldest_open_complaint_days": 90 + 1 / 24,  # F
             "complaints_7d": 2.0,  # B, H (at the window start)
             "complaints_30d": 3.0,  # A, B, H
             "complaints_90d": 5.0,  # + E, G (at the window start); not F, not D
@@ -555,16 +556,39 @@ def test_snapshot_dates_must_be_dates() -> None:
         build_features(sources, [datetime(2026, 3, 1, tzinfo=UTC)], CONFIG, [])
 
 
-def test_longer_lookback_keeps_older_open_complaints() -> None:
+def test_open_complaints_count_however_old_they_are() -> None:
+    old = interaction("2025-10-01", "complaint", "email")
+    resolved_before = interaction("2025-09-01", "complaint", "email", resolved_at="2026-02-01")
+    resolved_after = interaction("2025-08-01", "complaint", "phone", resolved_at="2026-03-01")
+    old_query = interaction("2025-07-01", "query", "email")
     sources = make_sources(
-        subscriptions=subscribed(1), interactions=[interaction("2025-10-01", "complaint", "email")]
+        subscriptions=subscribed(1),
+        interactions=[old, resolved_before, resolved_after, old_query],
     )
-    assert one_row(build_features(sources, [SNAPSHOT], CONFIG, []))["open_complaints"] == 0.0
-    longer = FeatureConfig(lookback_days=180)
-    row = one_row(build_features(sources, [SNAPSHOT], longer, []))
-    assert row["open_complaints"] == 1.0
-    assert row["complaints_90d"] == 0.0
-    assert row["oldest_open_complaint_days"] == 151.0
+    for config in (CONFIG, FeatureConfig(lookback_days=180)):
+        row = one_row(build_features(sources, [SNAPSHOT], config, []))
+        assert row["open_complaints"] == 2.0  # old and resolved_after, not the query
+        assert row["complaints_90d"] == 0.0
+        assert row["oldest_open_complaint_days"] == 212.0  # resolved_after, 2025-08-01
+        assert row["contacts_90d"] == 0.0
+        if config.lookback_days == 90:
+            assert row["days_since_last_contact"] is None  # only counts the lookback period
+
+
+def test_open_complaints_of_many_snapshots_at_once() -> None:
+    complaint = interaction("2025-06-01", "complaint", "email", resolved_at="2026-02-15")
+    sources = make_sources(
+        subscriptions=subscribed(1, since="2025-01-01"), interactions=[complaint]
+    )
+    snapshots = [date(2025, 6, 1), date(2025, 7, 1), date(2026, 1, 1), date(2026, 3, 1)]
+    frame = build_features(sources, snapshots, CONFIG, []).collect()
+    counts = dict(frame.select("snapshot_date", "open_complaints").iter_rows())
+    assert counts == {
+        date(2025, 6, 1): 0.0,  # opened at the cutoff: not yet known
+        date(2025, 7, 1): 1.0,  # in the lookback period
+        date(2026, 1, 1): 1.0,  # opened long before, still open
+        date(2026, 3, 1): 0.0,  # resolved before the cutoff
+    }
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 11, 12, 25])

@@ -94,7 +94,7 @@ def _load_window_rows(engine: sa.Engine, wh: Warehouse) -> None:
                 "customer_id": 1,
                 "opened_at": t,
                 "channel": "phone",
-                "kind": "complaint",
+                "kind": "query",
                 "is_public": False,
                 "transfers": 0,
                 "reopened": False,
@@ -185,6 +185,46 @@ def test_no_window_end_reads_future_rows(isolated_engine: sa.Engine, loaded: War
     assert sorted(data.interactions["interaction_id"]) == [2, 3, 4, 6, 8]
     assert "future" in data.activity["event_type"].to_list()
     assert "starts_at_end" in data.subscriptions["plan"].to_list()
+
+
+OLD_COMPLAINTS = [  # interaction_id, kind, opened_at, resolved_at
+    (11, "complaint", "2023-06-01 00:00:00+00:00", None),  # never resolved: in
+    (12, "complaint", "2023-06-01 00:00:00+00:00", "2024-02-01 00:00:00+00:00"),  # out
+    (13, "complaint", "2024-01-01 00:00:00+00:00", "2024-03-01 00:00:00+00:00"),  # at start: in
+    (14, "complaint", "2024-01-01 00:00:00+00:00", "2024-02-29 23:59:59+00:00"),  # out
+    (15, " Complaint ", "2024-01-01 00:00:00+00:00", "2024-05-01 00:00:00+00:00"),  # in
+    (16, "query", "2023-06-01 00:00:00+00:00", None),  # not a complaint: out
+    (17, "complaint", "2024-04-01 00:00:00+00:00", None),  # opened at window_end: out
+    (18, "complaint_followup", "2023-06-01 00:00:00+00:00", None),  # another kind: out
+]
+
+
+def test_complaints_still_open_at_the_window_start_are_read_however_old(
+    isolated_engine: sa.Engine, loaded: Warehouse
+) -> None:
+    _insert(
+        isolated_engine,
+        loaded["interactions"],
+        [
+            {
+                "interaction_id": i,
+                "customer_id": 1,
+                "opened_at": opened,
+                "resolved_at": resolved,
+                "channel": "email",
+                "kind": kind,
+                "is_public": False,
+                "transfers": 0,
+                "reopened": False,
+            }
+            for i, kind, opened, resolved in OLD_COMPLAINTS
+        ],
+    )
+    data = extract(isolated_engine, loaded, window_start=START, window_end=END)
+    assert sorted(data.interactions["interaction_id"]) == [2, 3, 6, 11, 13, 15]
+    without_end = extract(isolated_engine, loaded, window_start=START, window_end=None)
+    ids = sorted(without_end.interactions["interaction_id"])
+    assert ids == [2, 3, 4, 6, 8, 11, 13, 15, 17]
 
 
 def test_empty_tables_keep_the_schema(
