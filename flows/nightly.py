@@ -26,9 +26,11 @@ from models.nightly import (
     ScoringWindow,
     check_drift,
     extract_sources,
+    feature_report,
     score_and_list,
     scoring_features,
     scoring_window,
+    settings_for_champion,
     validate_sources,
 )
 from models.registry import RegisteredModel, load_model
@@ -104,6 +106,11 @@ def features_task(
     settings: Settings, data: SourceData, model: RegisteredModel, as_of: date
 ) -> pl.DataFrame:
     return scoring_features(settings, data, model, as_of)
+
+
+@task(name="feature-quality", cache_policy=NO_CACHE)
+def feature_quality_task(model: RegisteredModel, features: pl.DataFrame) -> dict[str, Any]:
+    return feature_report(model, features)
 
 
 @task(name="score-and-list", cache_policy=NO_CACHE)
@@ -210,22 +217,36 @@ def _score_locked(
     counts: dict[str, int] = {}
     model_version: str | None = None
     quality: QualityReport | None = None
+    data_quality: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None
     warnings: list[str] = []
     started = time.perf_counter()
     try:
         with heartbeating(engine, wh, run_id):
+            champion = _timed(
+                timings, "load_model", with_retries(load_champion_task, settings), engine, wh
+            )
+            model_version = champion.version
+            settings, differences = settings_for_champion(settings, champion)
+            warnings += differences
             window = scoring_window(settings, as_of)
             data = _timed(
                 timings, "extract", with_retries(extract_task, settings), engine, wh, window
             )
             clean, quality = _timed(timings, "validate", validate_task, settings, data, window)
             counts["quarantined"] = quality.n_quarantined
-            champion = _timed(
-                timings, "load_model", with_retries(load_champion_task, settings), engine, wh
-            )
-            model_version = champion.version
             features = _timed(timings, "features", features_task, settings, clean, champion, as_of)
+            data_quality = {
+                **quality.to_dict(),
+                "features": _timed(
+                    timings, "feature_quality", feature_quality_task, champion, features
+                ),
+            }
+            warnings += [
+                f"{name}: {rows:,} customer(s) with a value the champion never saw in training "
+                "(scored as missing)"
+                for name, rows in data_quality["features"]["unseen_categories"].items()
+            ]
             scored = _timed(
                 timings, "score", score_task, settings, champion, features, clean, window, run_id
             )
@@ -242,7 +263,7 @@ def _score_locked(
                 model_version=model_version,
                 counts=counts,
                 timings=timings,
-                data_quality=quality.to_dict(),
+                data_quality=data_quality,
                 drift=drift,
             )
             _timed(
@@ -267,7 +288,7 @@ def _score_locked(
                 timings=timings,
                 model_version=model_version,
                 counts=counts or None,
-                data_quality=quality.to_dict() if quality is not None else None,
+                data_quality=data_quality or (quality.to_dict() if quality is not None else None),
                 drift=drift,
             )
         except Exception as record_error:

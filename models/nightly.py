@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
 from features.build import FeatureConfig, build_features, snapshot_cutoff
+from features.quality import feature_quality
 from models.actions import load_action_rules
 from models.drift import DriftVerdict, judge_drift, population_stability
 from models.prioritise import PrioritySettings, cooled_down_customers
@@ -45,12 +47,34 @@ def scoring_window(settings: Settings, as_of: date, now: datetime | None = None)
     """The extraction window for scoring ``as_of``."""
     cutoff = snapshot_cutoff(as_of, settings.timezone)
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    lookback = max(settings.lookback_days, settings.cooldown_days)
-    start = cutoff - timedelta(days=lookback)
+    history = max(FeatureConfig.from_settings(settings).history_days, settings.cooldown_days)
+    start = cutoff - timedelta(days=history)
     if now >= cutoff:
         # Today (or later today): read everything and treat what is later than now as bad data.
         return ScoringWindow(as_of, cutoff, start, None, now)
     return ScoringWindow(as_of, cutoff, start, cutoff, cutoff)
+
+
+def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[Settings, list[str]]:
+    """The settings to score with ``model``: its own label kind and horizon.
+
+    The champion's probability means "churns within *its* horizon, by *its* label kind", so
+    the population and the value at risk follow the model, not the configuration. Returns
+    the settings and one warning per setting that differed from the model's.
+    """
+    changes: dict[str, Any] = {}
+    warnings: list[str] = []
+    for name, value in (("label_kind", model.label_kind), ("horizon_days", model.horizon_days)):
+        configured = getattr(settings, name)
+        if configured != value:
+            changes[name] = value
+            warnings.append(
+                f"champion {model.version} was trained with {name}={value} but the settings "
+                f"say {configured}; scoring uses the champion's {value}"
+            )
+    if not changes:
+        return settings, []
+    return settings.model_copy(update=changes), warnings
 
 
 def extract_sources(engine: sa.Engine, wh: Warehouse, window: ScoringWindow) -> SourceData:
@@ -89,6 +113,15 @@ def scoring_features(
             f"rows read after validation: {counts}"
         )
     return frame
+
+
+def feature_report(model: RegisteredModel, features: pl.DataFrame) -> dict[str, Any]:
+    """Data quality of tonight's features: null rates and ranges per feature, rows per
+    snapshot (:func:`features.quality.feature_quality`), and per categorical feature the rows
+    whose value the champion never saw in training (scored as missing)."""
+    report = feature_quality(features)
+    report["unseen_categories"] = model.model.encoding.unseen_categories(features)
+    return report
 
 
 def score_and_list(

@@ -16,8 +16,11 @@ Rules (documented in docs/output.md):
 * ``listed`` walks the ranking from the top and takes every customer who is not cooled
   down, while their segment is below its cap (``segment_capacity``; segments without a
   cap are unlimited) and the list is below ``capacity``.
-* ``priority``: ``high`` when listed with churn probability >= ``high_probability``
-  (0.5), ``medium`` for the other listed customers, ``low`` for everyone not listed.
+* ``priority`` says how much more likely than usual a customer is to leave, for every
+  scored customer, listed or not: ``high`` when the churn probability is at least
+  ``high_lift`` (3) times the mean churn probability of the day's scored customers,
+  ``medium`` from ``medium_lift`` (1.5) times, ``low`` below. A listed customer may be
+  ``low``: listed for the value at stake, not for the likelihood.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class PrioritySettings:
     rank_by: RankBy = "value_at_risk"
     cooldown_days: int = 14
     horizon_days: int = 30
-    high_probability: float = 0.5
+    high_lift: float = 3.0
+    medium_lift: float = 1.5
 
     def __post_init__(self) -> None:
         if self.capacity < 0:
@@ -83,8 +87,11 @@ class PrioritySettings:
             raise ValueError(f"cooldown_days must be >= 0, got {self.cooldown_days}")
         if self.horizon_days < 1:
             raise ValueError(f"horizon_days must be >= 1, got {self.horizon_days}")
-        if not 0.0 <= self.high_probability <= 1.0:
-            raise ValueError(f"high_probability must be in [0, 1], got {self.high_probability}")
+        if not 0.0 < self.medium_lift <= self.high_lift:
+            raise ValueError(
+                "priority lifts must satisfy 0 < medium_lift <= high_lift, got "
+                f"medium_lift={self.medium_lift}, high_lift={self.high_lift}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PrioritySettings:
@@ -95,6 +102,8 @@ class PrioritySettings:
             rank_by=settings.rank_by,
             cooldown_days=settings.cooldown_days,
             horizon_days=settings.horizon_days,
+            high_lift=settings.priority_high_lift,
+            medium_lift=settings.priority_medium_lift,
         )
 
 
@@ -230,14 +239,13 @@ def prioritise(
     list_position = within_segment.cast(pl.Int64).cum_sum()
     listed = within_segment & (list_position <= config.capacity)
 
+    mean_probability = pl.col("churn_probability").mean()
     frame = (
         ranked.with_columns(listed=listed)
         .with_columns(
-            priority=pl.when(
-                pl.col("listed") & (pl.col("churn_probability") >= config.high_probability)
-            )
+            priority=pl.when(pl.col("churn_probability") >= config.high_lift * mean_probability)
             .then(pl.lit("high"))
-            .when(pl.col("listed"))
+            .when(pl.col("churn_probability") >= config.medium_lift * mean_probability)
             .then(pl.lit("medium"))
             .otherwise(pl.lit("low"))
         )

@@ -92,3 +92,17 @@ def test_with_overrides_keeps_the_password_and_validates() -> None:
     assert changed.url == "postgresql://u:pw@h/db"
     with pytest.raises(ValidationError):
         settings.with_overrides(list_capacity=-1)
+
+
+def test_a_misspelt_table_key_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="interacton"):
+        Settings(tables={"interacton": "crm_contacts"})  # type: ignore[arg-type]
+    monkeypatch.setenv("RETENTION_TABLES__INTERACTON", "crm_contacts")
+    with pytest.raises(ValidationError, match="interacton"):
+        Settings()
+    monkeypatch.delenv("RETENTION_TABLES__INTERACTON")
+    config = tmp_path / "retention.toml"
+    config.write_text('[tables]\ncustomer = "people"\n')
+    monkeypatch.setenv("RETENTION_CONFIG", str(config))
+    with pytest.raises(ValidationError, match="customer"):
+        Settings()

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,7 +71,12 @@ def mask_secrets(text: str) -> str:
 
 
 class TableNames(BaseModel):
-    """Names of the warehouse tables; each is validated as a plain identifier."""
+    """Names of the warehouse tables; each is validated as a plain identifier.
+
+    An unknown key (a misspelt table) is refused rather than silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     customers: str = "customers"
     subscriptions: str = "subscriptions"
@@ -137,6 +142,16 @@ class Settings(BaseSettings):
     rank_by: Literal["value_at_risk", "probability"] = "value_at_risk"
     cooldown_days: int = Field(
         default=14, ge=0, description="Skip customers contacted within this many days."
+    )
+    priority_high_lift: float = Field(
+        default=3.0,
+        gt=0,
+        description="Priority high: churn probability at least this many times the mean.",
+    )
+    priority_medium_lift: float = Field(
+        default=1.5,
+        gt=0,
+        description="Priority medium: churn probability at least this many times the mean.",
     )
     actions_file: Path | None = Field(
         default=None, description="TOML file overriding the reason -> action rule table."

@@ -92,11 +92,27 @@ def test_capacity_segment_caps_and_cool_down() -> None:
     assert result.listed_customer_ids.to_list() == [1, 3, 4, 6]
 
 
-def test_priority_rule() -> None:
-    frame = scored([1, 2, 3], [0.8, 0.3, 0.9], [100.0, 1000.0, 1.0])
+def test_priority_is_the_likelihood_against_the_mean_listed_or_not() -> None:
+    # mean probability 0.1: high from 0.3, medium from 0.15
+    probability = [0.35, 0.31, 0.16, 0.13, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0]
+    value = [1.0, 1.0, 1.0, 1.0, 5000.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    frame = scored(list(range(1, 11)), probability, value)
     result = prioritise(frame, NO_COOL_DOWN, PrioritySettings(capacity=2))
     priority = dict(result.frame.select("customer_id", "priority").iter_rows())
-    assert priority == {1: "high", 2: "medium", 3: "low"}
+    assert result.listed_customer_ids.to_list() == [5, 1]
+    assert priority[1] == "high"  # listed
+    assert priority[5] == "low"  # listed for its value, not its likelihood
+    assert priority[2] == "high"  # not listed, still three times as likely as usual
+    assert (priority[3], priority[4]) == ("medium", "low")
+    assert {priority[i] for i in (6, 7, 8, 9, 10)} == {"low"}
+    stricter = prioritise(frame, NO_COOL_DOWN, PrioritySettings(high_lift=4.0, medium_lift=2.0))
+    levels = dict(stricter.frame.select("customer_id", "priority").iter_rows())
+    assert (levels[1], levels[2], levels[3]) == ("medium", "medium", "low")
+
+
+def test_priority_lifts_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="medium_lift <= high_lift"):
+        PrioritySettings(high_lift=1.0, medium_lift=2.0)
 
 
 def test_zero_capacity_lists_nobody_and_empty_input_is_fine() -> None:

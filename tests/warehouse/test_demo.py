@@ -406,3 +406,28 @@ def test_summary_of_an_empty_warehouse(
     assert summary["rows"] == dict.fromkeys(SOURCE_TABLES, 0)
     assert summary["history_from"] is None
     assert summary["monthly_churn"] == {}
+
+
+def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def test_the_same_seed_loads_the_same_warehouse_with_a_realistic_churn_rate(
+    warehouse_url: str, engine_of: Callable[..., tuple[sa.Engine, Settings]]
+) -> None:
+    from warehouse.extract import extract
+
+    engine, settings = engine_of(warehouse_url)
+    wh = build_warehouse(settings)
+    load_demo(engine, wh, generate_demo(1500, 240, seed=21, end=END))
+    again = generate_demo(1500, 240, seed=21, end=END)
+    other_seed = generate_demo(1500, 240, seed=22, end=END)
+
+    loaded = extract(engine, wh, window_start=datetime(2000, 1, 1, tzinfo=UTC), window_end=None)
+    for name in SOURCE_TABLES:
+        assert _sorted(loaded.frames()[name]).equals(_sorted(again[name])), name
+    assert not _sorted(other_seed["interactions"]).equals(_sorted(again["interactions"]))
+
+    summary = warehouse_summary(engine, wh)
+    assert len(summary["monthly_churn"]) >= 5
+    assert 0.01 <= summary["mean_monthly_churn"] <= 0.06, summary["monthly_churn"]
