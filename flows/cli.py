@@ -22,6 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.runtime import DEMO_DAYS
+
 app = typer.Typer(
     name="retention",
     help="Find the customers most likely to leave, say why, and hand the team a ranked list.",
@@ -190,7 +192,14 @@ def init_db_cmd(warehouse: WarehouseOpt = None) -> None:
 @app.command("demo-data")
 def demo_data_cmd(
     customers: Annotated[int, typer.Option(min=10, help="Number of customers.")] = 10_000,
-    days: Annotated[int, typer.Option(min=30, help="Days of history.")] = 365,
+    days: Annotated[
+        int,
+        typer.Option(
+            min=30,
+            help="Days of history (the default covers 12 monthly training snapshots, each "
+            "with its 90-day lookback and 30-day horizon).",
+        ),
+    ] = DEMO_DAYS,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 7,
     end: Annotated[
         str | None, typer.Option(help="History ends the day before this date (default: today).")
@@ -249,7 +258,10 @@ def _print_summary(url: str, summary: dict[str, Any]) -> None:
 @app.command("train")
 def train_cmd(
     as_of: AsOfOpt = None,
-    snapshots: Annotated[int | None, typer.Option(help="Monthly training snapshots.")] = None,
+    snapshots: Annotated[
+        int | None,
+        typer.Option(help="Monthly training snapshots, at least 2 (default: the setting, 12)."),
+    ] = None,
     horizon_days: Annotated[int | None, typer.Option(help="Churn horizon in days.")] = None,
     promote: Annotated[
         bool, typer.Option("--promote/--no-promote", help="Promote when the gate is passed.")
@@ -259,22 +271,77 @@ def train_cmd(
     """Train a challenger on point-in-time snapshots, evaluate it, register it, maybe promote it."""
 
     def go() -> None:
+        from models.retraining import MIN_SNAPSHOTS
+
+        if snapshots is not None and snapshots < MIN_SNAPSHOTS:
+            raise CliError(f"--snapshots must be at least {MIN_SNAPSHOTS}, got {snapshots}")
+        if horizon_days is not None and horizon_days < 1:
+            raise CliError(f"--horizon-days must be at least 1, got {horizon_days}")
+        day = _parse_date(as_of)
+        settings = _settings(warehouse)
         from flows.retrain import retrain
 
-        settings = _settings(warehouse)
-        result = retrain(
-            as_of=_parse_date(as_of),
-            snapshots=snapshots,
-            horizon_days=horizon_days,
-            promote=promote,
-            settings=settings,
-        )
+        expected = _training_errors()
+        try:
+            with _no_traceback_in_flow_logs(expected):
+                result = retrain(
+                    as_of=day,
+                    snapshots=snapshots,
+                    horizon_days=horizon_days,
+                    promote=promote,
+                    settings=settings,
+                )
+        except expected as exc:
+            raise CliError(f"training failed: {exc}") from None
         _print_training(result)
 
     _run(go)
 
 
+@contextmanager
+def _no_traceback_in_flow_logs(expected: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Prefect logs a failed flow run's exception with its traceback; for the errors this
+    command reports in one line, keep the log line but drop the traceback."""
+    import logging
+
+    class DropTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], expected):
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    logger = logging.getLogger("prefect.flow_runs")
+    drop = DropTraceback()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _training_errors() -> tuple[type[BaseException], ...]:
+    """What training raises for data or requests it cannot train on (not bugs)."""
+    from models.baseline import BaselineError
+    from models.calibration import CalibrationError
+    from models.encoding import FeatureError
+    from models.evaluate import EvaluationError
+    from models.retraining import TrainingPlanError
+    from models.train import TrainingDataError
+
+    return (
+        TrainingPlanError,
+        TrainingDataError,
+        EvaluationError,
+        BaselineError,
+        CalibrationError,
+        FeatureError,
+    )
+
+
 def _print_training(result: Any) -> None:
+    for warning in getattr(result, "warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     out.print(f"[bold]model[/bold] {result.version}  ({result.decision})")
     table = Table(title="holdout metrics (same rows)")
     table.add_column("metric")
@@ -340,6 +407,10 @@ def models_show_cmd(version: str, warehouse: WarehouseOpt = None) -> None:
 
         settings = _settings(warehouse)
         info = describe_model(engine_for(settings), build_warehouse(settings), version)
+        metrics = info.get("metrics")
+        warnings = metrics.get("warnings") if isinstance(metrics, dict) else None
+        for warning in warnings or []:
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         out.print_json(json.dumps(info, default=str))
 
     _run(go)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import sqlalchemy as sa
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
+from features.quality import feature_quality
 from flows.nightly import _DB_RETRIES, _timed, with_retries
 from flows.runtime import today_in
 from models.evaluate import HoldoutEvaluation
@@ -26,6 +28,7 @@ from models.retraining import (
     evaluate_model,
     extract_training_sources,
     fit_model,
+    fit_plan_to_history,
     labelled_features,
     register_and_gate,
     training_plan,
@@ -35,12 +38,21 @@ from models.train import TrainedModel
 from warehouse.db import check_connection, engine_for
 from warehouse.extract import SourceData
 from warehouse.migrate import init_db
-from warehouse.outputs import fail_run, finish_run, start_run
+from warehouse.outputs import fail_run, finish_run, heartbeating, start_run
 from warehouse.schema import Warehouse, build_warehouse
 from warehouse.settings import Settings
 from warehouse.validate import QualityReport
 
 log = logging.getLogger("retention.retrain")
+
+HEARTBEAT_EVERY = timedelta(seconds=60)
+"""How often a running training run refreshes its heartbeat in ``scoring_runs`` (the nightly
+job marks runs whose heartbeat is older than 15 minutes as abandoned)."""
+
+
+@task(name="feature-quality", cache_policy=NO_CACHE)
+def feature_quality_task(frame: pl.DataFrame) -> dict[str, Any]:
+    return feature_quality(frame)
 
 
 @task(name="extract", **_DB_RETRIES)
@@ -125,6 +137,13 @@ class TrainingResult:
     quarantined: int = 0
     quality: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    left_out: list[date] = field(default_factory=list)
+    """Snapshots left out because their lookback starts before the recorded history."""
+    history_start: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+    """Snapshots left out, a champion trained on this holdout's period, ..."""
+    features_quality: dict[str, Any] = field(default_factory=dict)
+    """Null rates and ranges per feature, rows per snapshot (features.quality)."""
 
 
 def train_and_register(
@@ -137,7 +156,8 @@ def train_and_register(
 ) -> TrainingResult:
     """Train a challenger as of ``as_of``, compare it, register it, maybe promote it.
 
-    The run is recorded in ``scoring_runs`` with kind ``train``.
+    The run is recorded in ``scoring_runs`` with kind ``train`` and keeps a heartbeat
+    while it runs, so a scoring run that starts meanwhile does not take it for abandoned.
     """
     engine = engine_for(settings)
     try:
@@ -147,17 +167,18 @@ def train_and_register(
         run_id = start_run(engine, wh, kind="train", as_of=as_of)
         timings: dict[str, float] = {}
         try:
-            result = _train(
-                settings,
-                engine,
-                wh,
-                as_of,
-                run_id,
-                timings,
-                snapshots=snapshots,
-                horizon_days=horizon_days,
-                promote=promote,
-            )
+            with heartbeating(engine, wh, run_id, every=HEARTBEAT_EVERY):
+                result = _train(
+                    settings,
+                    engine,
+                    wh,
+                    as_of,
+                    run_id,
+                    timings,
+                    snapshots=snapshots,
+                    horizon_days=horizon_days,
+                    promote=promote,
+                )
         except BaseException as exc:
             fail_run(engine, wh, run_id, error=exc, timings=timings)
             raise
@@ -171,8 +192,14 @@ def train_and_register(
             data_quality={
                 "labelled_rows": result.rows,
                 "snapshots": [d.isoformat() for d in result.snapshots],
+                "left_out_snapshots": [d.isoformat() for d in result.left_out],
+                "history_start": None
+                if result.history_start is None
+                else result.history_start.isoformat(),
+                "warnings": list(result.warnings),
                 "decision": result.decision,
                 "sources": result.quality,
+                "features": result.features_quality,
             },
         )
         return result
@@ -199,10 +226,12 @@ def _train(
     if quality.n_quarantined:
         for line in quality.summary_lines():
             log.warning("training data: %s", line)
+    plan = fit_plan_to_history(settings, plan, clean)
     champion = _timed(timings, "load_champion", with_retries(champion_task, settings), engine, wh)
     frame = _timed(
         timings, "features", features_task, settings, clean, plan, champion, horizon_days
     )
+    features_quality = _timed(timings, "feature_quality", feature_quality_task, frame.frame)
     model = _timed(timings, "fit", fit_task, settings, frame, horizon_days)
     evaluation = _timed(
         timings, "evaluate", evaluate_task, settings, frame, model, champion, horizon_days
@@ -233,6 +262,10 @@ def _train(
         quarantined=quality.n_quarantined,
         quality=quality.to_dict(),
         timings=timings,
+        left_out=list(plan.left_out),
+        history_start=plan.history_start,
+        warnings=list(registration.warnings),
+        features_quality=features_quality,
     )
 
 
@@ -251,6 +284,7 @@ def publish_report(result: TrainingResult) -> None:
     body = [
         f"# Model {result.version}",
         "",
+        *(f"> **Warning:** {warning}\n" for warning in result.warnings),
         f"**{result.decision}**",
         "",
         f"Trained on {len(result.snapshots)} snapshots "

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 
 from warehouse.settings import Settings
 
-DEMO_DAYS = 365
+DEMO_DAYS = 455
+"""Days of demo history: 12 monthly training snapshots with a full 90-day lookback need
+horizon + 11 * spacing + lookback = 30 + 330 + 90 = 450 days; 5 more spare."""
 DEMO_SEED = 7
 
 

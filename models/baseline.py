@@ -11,11 +11,15 @@ Nulls: no open complaints or unanswered contacts recorded counts as 0; no
 activity on record counts as 999 days (the riskiest value). Negative counts are
 treated as 0.
 
-The score is a ranking, not a probability. For log loss, Brier and calibration
-error to be comparable with the model, :class:`RuleBaseline` maps scores to
-probabilities with an isotonic fit of the churn rate on the training slice
-(never on the holdout): the score's order is kept and each score gets the churn
-rate that customers with such scores had in training.
+The score is a ranking, not a probability. Ranking metrics (ROC AUC, PR AUC,
+lift, precision and recall at capacity, profit) are computed on the raw score
+(:meth:`RuleBaseline.score`), ties handled by expectation. Only for log loss,
+Brier and calibration error, which read a probability, does
+:class:`RuleBaseline` map scores to probabilities with an isotonic fit of the
+churn rate on the training slice (never on the holdout): the map keeps the
+score's order but merges thousands of distinct scores into a few dozen steps,
+so ranking by it would tie customers the rule ranks apart and understate the
+rule.
 """
 
 from __future__ import annotations
@@ -93,8 +97,15 @@ class RuleBaseline:
         churned = training.get_column(label_column).cast(pl.Float64).to_numpy()
         return cls(Calibrator.fit(rule_baseline_scores(training), churned, "isotonic"))
 
+    def score(self, frame: pl.DataFrame) -> FloatArray:
+        """The raw rule score of the rows: what the rule ranks by (for ranking metrics)."""
+        return rule_baseline_scores(frame)
+
     def predict_proba(self, frame: pl.DataFrame) -> FloatArray:
-        """Churn probabilities of the rows, in the order of the rule score."""
+        """Churn probabilities of the rows (for log loss, Brier and ECE only).
+
+        Non-decreasing in the rule score but coarser: rank by :meth:`score`.
+        """
         return self.calibrator.apply(rule_baseline_scores(frame))
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,14 @@ score, highest first. Ties are resolved by expectation: inside a group of equal
 scores every order is equally likely, so a cut through the group counts the
 group's average. No scorer gains or loses from the order of rows in the frame.
 
+A scorer may rank by one score and state probabilities with another: the rule
+baseline ranks customers by its raw rule score (thousands of distinct values)
+and gives probabilities through an isotonic map fitted on the training dates
+(a few dozen steps). Ranking metrics (ROC AUC, PR AUC, lift, precision and
+recall at capacity, profit) then use the ranking score, and probability metrics
+(log loss, Brier, ECE, mean probability) the probabilities. Ranking the rule by
+its isotonic steps would tie customers the rule ranks apart and understate it.
+
 Profit of contacting the top ``k``, using the realised labels of the holdout::
 
     profit(k) = sum over the top k of churned * success_rate * value * horizon_months
@@ -23,8 +31,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +48,20 @@ MODEL = "model"
 MODEL_UNCALIBRATED = "model_uncalibrated"
 CHAMPION = "champion"
 RULE_BASELINE = "rule_baseline"
+
+RANKING_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "top_decile_lift",
+    "precision_at_capacity",
+    "recall_at_capacity",
+    "expected_profit_at_capacity",
+    "best_k",
+    "expected_profit_at_best_k",
+)
+"""Metrics that depend only on the order of the scores (a scorer's ranking score)."""
+PROBABILITY_METRICS = ("mean_probability", "log_loss", "brier", "ece")
+"""Metrics that read the scores as probabilities."""
 
 ECE_BINS = 10
 """Expected calibration error uses this many equal-frequency bins."""
@@ -183,8 +205,14 @@ def evaluate(
     offer_cost: float,
     success_rate: float,
     horizon_months: float,
+    rank_score: npt.ArrayLike | None = None,
 ) -> dict[str, float]:
     """Metrics of one scorer: labels ``y`` (0/1), probabilities ``p``, monthly ``value``.
+
+    ``rank_score`` (any finite numbers, higher is riskier) is the order the scorer
+    ranks customers by, when it is not ``p`` itself: the ranking metrics
+    (:data:`RANKING_METRICS`) then use it, and the probability metrics
+    (:data:`PROBABILITY_METRICS`) use ``p``. Ties in either are handled as below.
 
     Keys: ``n_rows``, ``n_churned``, ``base_rate``, ``mean_probability``, ``roc_auc``,
     ``pr_auc`` (average precision), ``log_loss``, ``brier``, ``ece`` (10
@@ -214,16 +242,26 @@ def evaluate(
         raise EvaluationError(f"{bad} of {n} customer values are not finite")
     if capacity < 0:
         raise EvaluationError(f"capacity must not be negative, got {capacity}")
+    ranking = probability
+    if rank_score is not None:
+        ranking = _array(rank_score, "ranking scores")
+        if ranking.size != n:
+            raise EvaluationError(
+                f"{n} labels and {ranking.size} ranking scores: they must describe the same rows"
+            )
+        if not np.all(np.isfinite(ranking)):
+            bad = int(np.count_nonzero(~np.isfinite(ranking)))
+            raise EvaluationError(f"{bad} of {n} ranking scores are not finite")
     nan = math.nan
     positives = float(churned.sum())
     base_rate = positives / n if n else nan
     k = min(int(capacity), n)
-    captured = expected_top_k(probability, churned)
+    captured = expected_top_k(ranking, churned)
     decile = math.ceil(n / 10)
     top_decile_rate = captured[decile] / decile if decile else nan
     profits = profit_curve(
         churned,
-        probability,
+        ranking,
         values,
         offer_cost=offer_cost,
         success_rate=success_rate,
@@ -235,8 +273,8 @@ def evaluate(
         "n_churned": positives,
         "base_rate": base_rate,
         "mean_probability": float(probability.mean()) if n else nan,
-        "roc_auc": roc_auc(churned, probability),
-        "pr_auc": pr_auc(churned, probability),
+        "roc_auc": roc_auc(churned, ranking),
+        "pr_auc": pr_auc(churned, ranking),
         "log_loss": log_loss(churned, probability) if n else nan,
         "brier": brier(churned, probability) if n else nan,
         "ece": expected_calibration_error(churned, probability) if n else nan,
@@ -266,7 +304,9 @@ class EvaluationReport:
     """Metrics of several scorers on the same holdout rows.
 
     ``overall`` maps scorer -> metrics; ``by_date`` and ``by_segment`` map a
-    snapshot date (ISO) or segment -> scorer -> metrics.
+    snapshot date (ISO) or segment -> scorer -> metrics. ``notes`` describe the data;
+    ``warnings`` are reasons to distrust a comparison (for example a champion that was
+    trained on dates inside this holdout) and are shown first in every report.
     """
 
     overall: Table
@@ -278,6 +318,7 @@ class EvaluationReport:
     success_rate: float
     horizon_months: float
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def scorers(self) -> list[str]:
@@ -309,6 +350,7 @@ class EvaluationReport:
             "success_rate": self.success_rate,
             "horizon_months": self.horizon_months,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -328,6 +370,7 @@ class EvaluationReport:
             success_rate=float(data["success_rate"]),
             horizon_months=float(data["horizon_months"]),
             notes=list(data.get("notes", [])),
+            warnings=list(data.get("warnings", [])),
         )
 
 
@@ -343,8 +386,13 @@ def compare(
     value_column: str = "customer_value",
     segment_column: str = "segment",
     date_column: str = "snapshot_date",
+    rank_scores: Mapping[str, npt.ArrayLike] | None = None,
 ) -> EvaluationReport:
     """Evaluate every scorer on the same holdout rows: overall, per date and per segment.
+
+    ``rank_scores`` gives, for scorers that rank by something other than their
+    probabilities (the rule baseline), the score the ranking metrics use (see
+    :func:`evaluate`).
 
     ``capacity`` is the list capacity of one snapshot (one day's list). Overall,
     the holdout's snapshots are pooled and ranked together with
@@ -377,6 +425,19 @@ def compare(
                 f"scorer {scorer!r} has {array.size} scores for {holdout.height} holdout rows"
             )
         arrays[scorer] = array
+    rankings: dict[str, FloatArray] = {}
+    for scorer, values in (rank_scores or {}).items():
+        if scorer not in arrays:
+            raise EvaluationError(
+                f"ranking scores for {scorer!r}, which has no probabilities; have {list(arrays)}"
+            )
+        array = _array(values, scorer)
+        if array.size != holdout.height:
+            raise EvaluationError(
+                f"scorer {scorer!r} has {array.size} ranking scores for {holdout.height} "
+                "holdout rows"
+            )
+        rankings[scorer] = array
     notes: list[str] = []
     churned = holdout.get_column(label_column).cast(pl.Float64).to_numpy()
     value_series = holdout.get_column(value_column).cast(pl.Float64)
@@ -396,15 +457,23 @@ def compare(
     }
 
     def table(mask: npt.NDArray[np.bool_] | None, k: int) -> Table:
-        if mask is None:
-            return {
-                scorer: evaluate(churned, p, value=value, capacity=k, **common)
-                for scorer, p in arrays.items()
-            }
-        return {
-            scorer: evaluate(churned[mask], p[mask], value=value[mask], capacity=k, **common)
-            for scorer, p in arrays.items()
-        }
+        result: Table = {}
+        for scorer, p in arrays.items():
+            ranking = rankings.get(scorer)
+            if mask is None:
+                result[scorer] = evaluate(
+                    churned, p, value=value, capacity=k, rank_score=ranking, **common
+                )
+            else:
+                result[scorer] = evaluate(
+                    churned[mask],
+                    p[mask],
+                    value=value[mask],
+                    capacity=k,
+                    rank_score=None if ranking is None else ranking[mask],
+                    **common,
+                )
+        return result
 
     overall = table(None, pooled_capacity)
     by_date: dict[str, Table] = {}
@@ -441,6 +510,22 @@ def compare(
     )
 
 
+def training_overlap(
+    train_dates: Sequence[date], horizon_days: int, holdout_dates: Sequence[date]
+) -> list[date]:
+    """The training snapshot dates whose labels were observed on or after the holdout began.
+
+    A snapshot d's label is observed over ``[d, d + horizon_days]``; when that ends after the
+    first holdout date, a model trained on d has learnt from outcomes inside the holdout
+    period (or later), and its metrics on that holdout are optimistic.
+    """
+    if not holdout_dates:
+        return []
+    first = min(holdout_dates)
+    horizon = timedelta(days=horizon_days)
+    return sorted(d for d in train_dates if d + horizon > first)
+
+
 @dataclass(frozen=True)
 class HoldoutEvaluation:
     """A candidate's evaluation with the rows and scores it was computed from."""
@@ -448,6 +533,13 @@ class HoldoutEvaluation:
     report: EvaluationReport
     holdout: pl.DataFrame
     scores: dict[str, FloatArray]
+    """Probabilities per scorer."""
+    rank_scores: dict[str, FloatArray] = field(default_factory=dict)
+    """Per scorer that ranks by something other than its probabilities, that ranking score."""
+
+    def ranking(self, scorer: str) -> FloatArray:
+        """The scores ``scorer`` ranks customers by (its probabilities unless it has its own)."""
+        return self.rank_scores.get(scorer, self.scores[scorer])
 
 
 def evaluate_candidate(
@@ -463,16 +555,19 @@ def evaluate_candidate(
 ) -> HoldoutEvaluation:
     """Score the model's holdout with the model, the champion and the rule baseline.
 
-    The rule baseline's probabilities are fitted on the model's training dates
-    only. The champion scores the same rows with its own feature list (columns it
-    does not use are ignored; a feature it needs but the frame lacks raises
-    :class:`models.encoding.FeatureMismatchError`).
+    The rule baseline ranks by its raw rule score (ranking metrics) and gives
+    probabilities (log loss, Brier, ECE) from an isotonic map fitted on the
+    model's training dates only. The champion scores the same rows with its own
+    feature list (columns it does not use are ignored; a feature it needs but the
+    frame lacks raises :class:`models.encoding.FeatureMismatchError`).
     """
     from models.baseline import RuleBaseline
     from models.train import holdout_rows, training_rows
 
     holdout = holdout_rows(frame, model)
     scores: dict[str, FloatArray] = {}
+    rank_scores: dict[str, FloatArray] = {}
+    notes: list[str] = []
     if MODEL in scorers:
         scores[MODEL] = model.predict_proba(holdout)
     if MODEL_UNCALIBRATED in scorers:
@@ -481,7 +576,15 @@ def evaluate_candidate(
         scores[CHAMPION] = champion.predict_proba(holdout)
     if RULE_BASELINE in scorers:
         baseline = RuleBaseline.fit(training_rows(frame, model))
+        rank_scores[RULE_BASELINE] = baseline.score(holdout)
         scores[RULE_BASELINE] = baseline.predict_proba(holdout)
+        notes.append(
+            f"{RULE_BASELINE}: ranking metrics (ROC AUC, PR AUC, lift, precision and recall at "
+            "capacity, profit) use the raw rule score "
+            f"({np.unique(rank_scores[RULE_BASELINE]).size:,} distinct values on the holdout); "
+            "log loss, Brier and ECE use its isotonic probabilities fitted on the training "
+            f"dates ({np.unique(scores[RULE_BASELINE]).size:,} distinct values)"
+        )
     report = compare(
         holdout,
         scores,
@@ -489,5 +592,7 @@ def evaluate_candidate(
         offer_cost=offer_cost,
         success_rate=success_rate,
         horizon_months=horizon_months,
+        rank_scores=rank_scores,
     )
-    return HoldoutEvaluation(report=report, holdout=holdout, scores=scores)
+    report = replace(report, notes=[*report.notes, *notes])
+    return HoldoutEvaluation(report=report, holdout=holdout, scores=scores, rank_scores=rank_scores)

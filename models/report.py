@@ -292,6 +292,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; text-align: left; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 .note { color: #555; }
+.warning { color: #a00; font-weight: bold; }
 """
 
 
@@ -302,6 +303,7 @@ def write_report(
     holdout: pl.DataFrame,
     scores: Mapping[str, npt.ArrayLike],
     *,
+    rank_scores: Mapping[str, npt.ArrayLike] | None = None,
     version: str | None = None,
     decision: str | None = None,
     sample_rows: int = SHAP_SAMPLE_ROWS,
@@ -310,13 +312,21 @@ def write_report(
     """Write the HTML report and return its path.
 
     ``holdout`` and ``scores`` are the rows and probabilities ``evaluation`` was
-    computed from (:class:`models.evaluate.HoldoutEvaluation` carries all three).
-    When ``path`` is an existing directory the file is ``report.html`` inside it.
+    computed from, and ``rank_scores`` the ranking scores of scorers that rank by
+    something else (the rule baseline's raw score);
+    :class:`models.evaluate.HoldoutEvaluation` carries all four. Gains, lift and
+    profit curves use the ranking scores, the calibration curve the probabilities.
+    The evaluation's warnings are shown first. When ``path`` is an existing
+    directory the file is ``report.html`` inside it.
     """
     target = Path(path)
     if target.is_dir():
         target = target / "report.html"
     arrays = {name: np.asarray(s, dtype=np.float64).reshape(-1) for name, s in scores.items()}
+    rankings = dict(arrays)
+    for name, ranking in (rank_scores or {}).items():
+        if name in rankings:
+            rankings[name] = np.asarray(ranking, dtype=np.float64).reshape(-1)
     churned = _labels(holdout)
     value_column = "customer_value"
     value = (
@@ -327,9 +337,9 @@ def write_report(
     model_scores = arrays[MODEL] if MODEL in arrays else model.predict_proba(holdout)
     importance = shap_importance(model, holdout, sample_rows=sample_rows, seed=seed)
     figures = [
-        ("Cumulative gains and lift", lift_figure(churned, arrays)),
+        ("Cumulative gains and lift", lift_figure(churned, rankings)),
         ("Calibration", calibration_figure(churned, arrays)),
-        ("Expected profit", profit_figure(churned, value, arrays, evaluation)),
+        ("Expected profit", profit_figure(churned, value, rankings, evaluation)),
         ("Feature importance", importance_figure(importance)),
         ("Score distribution by label", distribution_figure(churned, model_scores)),
     ]
@@ -360,6 +370,12 @@ def write_report(
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+    if evaluation.warnings:
+        parts.append("<h2>Warnings</h2><ul class='warning'>")
+        parts.extend(f"<li>{html.escape(w)}</li>" for w in evaluation.warnings)
+        parts.append("</ul>")
+    parts += [
         _definition_list(summary),
         "<h2>Holdout metrics (same rows for every scorer)</h2>",
         _metric_table(OVERALL_METRICS, evaluation.overall),
@@ -399,6 +415,8 @@ def report_markdown(
     """The overall and per-segment metric tables as Markdown (for a Prefect artifact)."""
     scorers = evaluation.scorers
     lines = [f"## Churn model {version}" if version else "## Churn model evaluation", ""]
+    for warning in evaluation.warnings:
+        lines += [f"> **Warning:** {warning}", ""]
     if decision:
         lines += [f"**Promotion:** {decision}", ""]
     lines.append("Holdout dates: " + ", ".join(d.isoformat() for d in evaluation.holdout_dates))

@@ -2,11 +2,18 @@
 
 ``as_of`` is the reference date: the newest snapshot is ``as_of - horizon``, so every
 label is complete by ``as_of``. Snapshots are spaced ``snapshot_spacing_days`` apart.
+
+A snapshot's features count events in the ``lookback_days`` before it. When that period
+starts before the warehouse's recorded history, the counts are understated (a customer
+with two contacts a month shows a fraction of them), so :func:`fit_plan_to_history`
+leaves such snapshots out after extraction, says so, and refuses to train when too few
+remain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,14 @@ from features.build import (
 from features.labels import build_labels
 from features.registry import categorical_features, feature_columns
 from models.drift import reference_profile
-from models.evaluate import CHAMPION, MODEL, RULE_BASELINE, HoldoutEvaluation, evaluate_candidate
+from models.evaluate import (
+    CHAMPION,
+    MODEL,
+    RULE_BASELINE,
+    HoldoutEvaluation,
+    evaluate_candidate,
+    training_overlap,
+)
 from models.registry import (
     NoChampionError,
     RegisteredModel,
@@ -40,12 +54,44 @@ from warehouse.schema import Warehouse
 from warehouse.settings import Settings
 from warehouse.validate import QualityReport, validate
 
+logger = logging.getLogger(__name__)
+
 DAYS_PER_MONTH = 30.4375
+
+MIN_SNAPSHOTS = 2
+"""Fewest snapshots a training plan may ask for."""
+
+HISTORY_TABLES = {"interactions": "opened_at", "activity": "occurred_at"}
+"""The event tables whose first rows mark the start of the recorded history.
+
+Subscriptions are not among them: a customer who signed up years before the warehouse's
+history began has a subscription row that starts then, so their start dates say nothing
+about when events began to be recorded.
+"""
+
+HISTORY_TOLERANCE = timedelta(days=1)
+"""A lookback period may start up to this long before the first recorded event (the first
+event of the first recorded day need not fall at midnight)."""
+
+
+class TrainingPlanError(ValueError):
+    """The training request cannot be planned: bad parameters or too little history."""
+
+
+def min_training_snapshots() -> int:
+    """Snapshots training needs: the holdout, the validation dates and one date to fit on."""
+    config = TrainConfig(seed=0)
+    return config.holdout_snapshots + config.validation_snapshots + 1
 
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """The snapshots to train on and the rows to read for them."""
+    """The snapshots to train on and the rows to read for them.
+
+    After :func:`fit_plan_to_history`, ``snapshots`` holds only the snapshots with a full
+    lookback inside the recorded history, ``left_out`` the others, ``history_start`` the
+    first recorded event and ``warnings`` what the run must report.
+    """
 
     as_of: date
     snapshots: list[date]
@@ -53,6 +99,9 @@ class TrainingPlan:
     start: datetime
     end: datetime | None
     future_after: datetime
+    history_start: datetime | None = None
+    left_out: list[date] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def training_plan(
@@ -63,22 +112,135 @@ def training_plan(
     horizon_days: int | None = None,
     now: datetime | None = None,
 ) -> TrainingPlan:
-    """Snapshot dates (oldest first) ending at ``as_of - horizon`` and the extraction window."""
-    n = n_snapshots or settings.n_snapshots
-    horizon = horizon_days or settings.horizon_days
-    if n < 2:
-        raise ValueError(f"training needs at least 2 snapshots, got {n}")
+    """Snapshot dates (oldest first) ending at ``as_of - horizon`` and the extraction window.
+
+    ``None`` means the setting; any value given is checked (0 is refused, not taken as
+    "the default"). Raises :class:`TrainingPlanError`.
+    """
+    n = settings.n_snapshots if n_snapshots is None else n_snapshots
+    horizon = settings.horizon_days if horizon_days is None else horizon_days
+    if n < MIN_SNAPSHOTS:
+        raise TrainingPlanError(
+            f"training needs at least {MIN_SNAPSHOTS} snapshots, got {n} "
+            f"(the default is {settings.n_snapshots})"
+        )
+    if horizon < 1:
+        raise TrainingPlanError(f"the churn horizon must be at least 1 day, got {horizon}")
     newest = as_of - timedelta(days=horizon)
     spacing = timedelta(days=settings.snapshot_spacing_days)
     snapshots = [newest - spacing * i for i in reversed(range(n))]
     known_until = snapshot_cutoff(as_of, settings.timezone)
+    # The features read a few days before the lookback too (whether a contact early in the
+    # lookback repeats an earlier one): the same history the nightly job reads.
+    history_days = FeatureConfig.from_settings(settings).history_days
     start = snapshot_cutoff(snapshots[0], settings.timezone) - timedelta(
-        days=max(settings.lookback_days, settings.inactivity_days)
+        days=max(history_days, _lookback_days(settings))
     )
     now = (now or datetime.now(UTC)).astimezone(UTC)
     if now >= known_until:
         return TrainingPlan(as_of, snapshots, known_until, start, None, now)
     return TrainingPlan(as_of, snapshots, known_until, start, known_until, known_until)
+
+
+def _lookback_days(settings: Settings) -> int:
+    """How far back a snapshot's features and labels read."""
+    return max(settings.lookback_days, settings.inactivity_days)
+
+
+def history_start(sources: SourceData) -> datetime | None:
+    """When the recorded history starts: the latest of the first event times in
+    :data:`HISTORY_TABLES` (interactions opened, activity), so every feature source has
+    begun by then. Empty tables are ignored; None when all are empty.
+
+    Read from the extracted rows, which is enough: a history that starts before the
+    extraction window shows up as events from the window's start.
+    """
+    firsts: list[datetime] = []
+    for name, column in HISTORY_TABLES.items():
+        frame: pl.DataFrame = getattr(sources, name)
+        first = frame.get_column(column).min() if frame.height else None
+        if isinstance(first, datetime):
+            firsts.append(first if first.tzinfo else first.replace(tzinfo=UTC))
+    return max(firsts) if firsts else None
+
+
+def lookback_start(settings: Settings, snapshot: date) -> datetime:
+    """The first instant a snapshot's features (and inactivity label) read."""
+    return snapshot_cutoff(snapshot - timedelta(days=_lookback_days(settings)), settings.timezone)
+
+
+def _has_full_lookback(settings: Settings, snapshot: date, first_event: datetime) -> bool:
+    return lookback_start(settings, snapshot) >= first_event - HISTORY_TOLERANCE
+
+
+def _dates(days: list[date]) -> str:
+    return ", ".join(d.isoformat() for d in days)
+
+
+def earliest_as_of(
+    settings: Settings, plan: TrainingPlan, first_event: datetime, n_snapshots: int
+) -> date:
+    """The earliest as-of date whose newest ``n_snapshots`` snapshots all have full lookback."""
+    horizon = plan.as_of - plan.snapshots[-1]
+    spacing = timedelta(days=settings.snapshot_spacing_days)
+    candidate = first_event.date() + timedelta(days=_lookback_days(settings)) + horizon
+    candidate += spacing * (n_snapshots - 1) - timedelta(days=3)
+    while not _has_full_lookback(
+        settings, candidate - horizon - spacing * (n_snapshots - 1), first_event
+    ):
+        candidate += timedelta(days=1)
+    return candidate
+
+
+def fit_plan_to_history(
+    settings: Settings, plan: TrainingPlan, sources: SourceData
+) -> TrainingPlan:
+    """Leave out the snapshots whose lookback starts before the recorded history.
+
+    Their features would be understated: counts over the lookback miss the days before the
+    history starts. The returned plan lists them in ``left_out`` with a warning (also
+    logged). Raises :class:`TrainingPlanError`, naming the dates and the history start,
+    when snapshots were left out and fewer remain than training needs
+    (:func:`min_training_snapshots`).
+    """
+    first_event = history_start(sources)
+    if first_event is None:
+        logger.warning("no interactions or activity extracted: cannot tell where history starts")
+        return plan
+    usable = [d for d in plan.snapshots if _has_full_lookback(settings, d, first_event)]
+    left_out = [d for d in plan.snapshots if d not in usable]
+    if not left_out:
+        return replace(plan, history_start=first_event)
+    lookback = _lookback_days(settings)
+    start_text = first_event.isoformat(timespec="minutes")
+    needed = max(MIN_SNAPSHOTS, min_training_snapshots())
+    if len(usable) < needed:
+        later = earliest_as_of(settings, plan, first_event, needed)
+        raise TrainingPlanError(
+            f"only {len(usable)} of the {len(plan.snapshots)} training snapshots as of "
+            f"{plan.as_of} {'has its' if len(usable) == 1 else 'have their'} full "
+            f"{lookback}-day lookback inside the warehouse history, which starts "
+            f"{start_text} (first recorded interaction and activity); "
+            f"training needs at least {needed}. Usable: {_dates(usable) or 'none'}; too early: "
+            f"{_dates(left_out)}. Use a later --as-of ({later} or later gives {needed} usable "
+            f"monthly snapshots), fewer and closer snapshots (--snapshots, "
+            f"RETENTION_SNAPSHOT_SPACING_DAYS), or load more history"
+        )
+    warning = (
+        f"left out {len(left_out)} of {len(plan.snapshots)} snapshots ({_dates(left_out)}): "
+        f"their {lookback}-day lookback starts before the warehouse history, which starts "
+        f"{start_text}, so their features would be understated; trained on the "
+        f"{len(usable)} from {usable[0]} (ask for --snapshots {len(usable)}, or load more "
+        "history, to avoid this)"
+    )
+    logger.warning("training data: %s", warning)
+    return replace(
+        plan,
+        snapshots=usable,
+        history_start=first_event,
+        left_out=left_out,
+        warnings=[*plan.warnings, warning],
+    )
 
 
 def extract_training_sources(engine: sa.Engine, wh: Warehouse, plan: TrainingPlan) -> SourceData:
@@ -109,6 +271,8 @@ class TrainingFrame:
     event_types: list[str]
     features: list[str]
     categorical: list[str]
+    warnings: list[str] = field(default_factory=list)
+    """The plan's warnings (snapshots left out), carried to the evaluation."""
 
 
 def labelled_features(
@@ -143,6 +307,7 @@ def labelled_features(
         event_types=event_types,
         features=feature_columns(event_types),
         categorical=categorical_features(),
+        warnings=list(plan.warnings),
     )
 
 
@@ -150,7 +315,8 @@ def fit_model(
     settings: Settings, data: TrainingFrame, *, horizon_days: int | None = None
 ) -> TrainedModel:
     """Train, early-stop and calibrate a challenger on the labelled snapshots."""
-    config = TrainConfig(seed=settings.seed, horizon_days=horizon_days or settings.horizon_days)
+    horizon = settings.horizon_days if horizon_days is None else horizon_days
+    config = TrainConfig(seed=settings.seed, horizon_days=horizon)
     return train_model(
         data.frame, data.features, data.categorical, config, event_types=data.event_types
     )
@@ -164,9 +330,14 @@ def evaluate_model(
     *,
     horizon_days: int | None = None,
 ) -> HoldoutEvaluation:
-    """The challenger, the champion and the rule baseline on the same holdout rows."""
-    horizon = horizon_days or settings.horizon_days
-    return evaluate_candidate(
+    """The challenger, the champion and the rule baseline on the same holdout rows.
+
+    The report's warnings carry the training data's warnings (snapshots left out) and,
+    when the champion was trained on dates inside this holdout, a warning that its
+    figures are optimistic (:func:`champion_overlap_warning`).
+    """
+    horizon = settings.horizon_days if horizon_days is None else horizon_days
+    evaluation = evaluate_candidate(
         data.frame,
         model,
         champion=champion.model if champion is not None else None,
@@ -174,6 +345,40 @@ def evaluate_model(
         offer_cost=settings.offer_cost,
         success_rate=settings.offer_success_rate,
         horizon_months=horizon / DAYS_PER_MONTH,
+    )
+    warnings = list(data.warnings)
+    if champion is not None:
+        overlap = champion_overlap_warning(champion, model.holdout_dates)
+        if overlap is not None:
+            logger.warning("evaluation: %s", overlap)
+            warnings.append(overlap)
+    if not warnings:
+        return evaluation
+    report = replace(evaluation.report, warnings=[*evaluation.report.warnings, *warnings])
+    return replace(evaluation, report=report)
+
+
+def champion_overlap_warning(champion: RegisteredModel, holdout_dates: list[date]) -> str | None:
+    """A warning when the champion was trained on this holdout's period, else None.
+
+    From the champion's registered training snapshot dates (fit and validation) and its
+    horizon: a date whose label window (date + horizon) ends after the first holdout date
+    means the champion learnt from outcomes observed inside the holdout (or later), so its
+    holdout metrics are optimistic and the comparison favours it.
+    """
+    if not holdout_dates:
+        return None
+    overlap = training_overlap(champion.model.train_dates, champion.horizon_days, holdout_dates)
+    if not overlap:
+        return None
+    train = champion.model.train_dates
+    first, last = min(holdout_dates), max(holdout_dates)
+    return (
+        f"the champion {champion.version} was trained on snapshots up to {max(train)} "
+        f"(training window {min(train)}..{max(train)}, horizon {champion.horizon_days} days); "
+        f"{len(overlap)} of them ({_dates(overlap)}) have labels observed on or after this "
+        f"holdout's first date {first} (holdout {first}..{last}), so the champion has seen "
+        "these outcomes: its holdout figures are optimistic and the comparison favours it"
     )
 
 
@@ -197,6 +402,7 @@ class Registration:
     decision: str
     comparison: dict[str, dict[str, float]]
     report_path: Path | None
+    warnings: list[str] = field(default_factory=list)
 
 
 def register_and_gate(
@@ -225,7 +431,7 @@ def register_and_gate(
         model,
         metrics=evaluation.report.to_dict(),
         label_kind=settings.label_kind,
-        horizon_days=horizon_days or settings.horizon_days,
+        horizon_days=settings.horizon_days if horizon_days is None else horizon_days,
         training_reference=drift_reference(model, evaluation),
     )
     promoted = passed and allow_promotion
@@ -239,10 +445,13 @@ def register_and_gate(
         model,
         evaluation.holdout,
         evaluation.scores,
+        rank_scores=evaluation.rank_scores,
         version=version,
         decision=decision,
         seed=settings.seed,
     )
     set_report_path(engine, wh, version, str(report))
     comparison = {name: dict(metrics) for name, metrics in overall.items()}
-    return Registration(version, promoted, decision, comparison, report)
+    return Registration(
+        version, promoted, decision, comparison, report, list(evaluation.report.warnings)
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -116,3 +116,79 @@ def test_unreachable_warehouse_is_a_clear_error_without_the_password() -> None:
     assert "hunter2-secret" not in output
     assert "127.0.0.1" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--snapshots", "1"), "--snapshots must be at least 2, got 1"),
+        (("--snapshots", "0"), "--snapshots must be at least 2, got 0"),
+        (("--horizon-days", "0"), "--horizon-days must be at least 1, got 0"),
+        (("--as-of", "soon"), "--as-of must be a date"),
+    ],
+)
+def test_train_refuses_bad_requests_in_one_line(
+    demo_url: str, args: tuple[str, ...], message: str
+) -> None:
+    code, output = _invoke("train", *args, "--warehouse", demo_url)
+    assert code == 1, output
+    assert message in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+
+
+def _training_error(kind: str) -> Exception:
+    from models.baseline import BaselineError
+    from models.evaluate import EvaluationError
+    from models.retraining import TrainingPlanError
+    from models.train import TrainingDataError
+
+    kinds: dict[str, type[Exception]] = {
+        "data": TrainingDataError,
+        "evaluation": EvaluationError,
+        "baseline": BaselineError,
+        "plan": TrainingPlanError,
+    }
+    return kinds[kind](f"the {kind} problem, in words")
+
+
+@pytest.mark.parametrize("kind", ["data", "evaluation", "baseline", "plan"])
+def test_expected_training_errors_are_one_line_without_a_traceback(
+    demo_url: str, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_retrain(**_: object) -> None:
+        raise _training_error(kind)
+
+    monkeypatch.setattr("flows.retrain.retrain", failing_retrain)
+    code, output = _invoke("train", "--warehouse", demo_url)
+    assert code == 1
+    assert f"training failed: the {kind} problem, in words" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_train_on_too_short_a_history_names_the_dates_and_a_later_as_of(demo_url: str) -> None:
+    code, output = _invoke("train", "--as-of", "2025-12-01", "--warehouse", demo_url)
+    assert code == 1, output
+    assert "training failed:" in output
+    assert "warehouse history, which starts 2025-06-25" in output
+    assert "Use a later --as-of" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_train_warns_when_the_champion_trained_on_the_holdout_and_show_repeats_it(
+    demo_url: str,
+) -> None:
+    """The fixture's champion (as of END) trained on END - 90 days, which a challenger as of
+    END - 30 days holds out: the champion's figures on that holdout are optimistic."""
+    earlier = (END - timedelta(days=30)).isoformat()
+    code, output = _invoke(
+        "train", "--as-of", earlier, "--snapshots", "5", "--no-promote", "--warehouse", demo_url
+    )
+    assert code == 0, output
+    assert "warning:" in output and "optimistic" in output
+    version = next(line.split()[1] for line in output.splitlines() if line.startswith("model m-"))
+    code, output = _invoke("models", "show", version, "--warehouse", demo_url)
+    assert code == 0, output
+    assert "warning:" in output and "optimistic" in output
+    assert '"warnings"' in output

@@ -12,10 +12,13 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 
+from models.baseline import RuleBaseline, rule_baseline_scores
 from models.evaluate import (
     CHAMPION,
     MODEL,
     MODEL_UNCALIBRATED,
+    PROBABILITY_METRICS,
+    RANKING_METRICS,
     RULE_BASELINE,
     EvaluationError,
     EvaluationReport,
@@ -24,8 +27,9 @@ from models.evaluate import (
     evaluate_candidate,
     expected_calibration_error,
     expected_top_k,
+    training_overlap,
 )
-from models.train import TrainedModel
+from models.train import TrainedModel, training_rows
 
 P = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
 Y = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], dtype=float)
@@ -224,3 +228,142 @@ def test_candidate_champion_and_baseline_on_the_same_holdout(
     assert overall[MODEL]["pr_auc"] > overall[RULE_BASELINE]["pr_auc"]
     assert overall[MODEL]["roc_auc"] == pytest.approx(overall[MODEL_UNCALIBRATED]["roc_auc"])
     assert set(result.report.by_segment) == {"consumer", "enterprise", "smb", "(missing)"}
+
+
+def test_a_ranking_score_drives_the_ranking_metrics_and_probabilities_the_rest() -> None:
+    """A scorer with coarse probabilities but a fine ranking is judged on its ranking."""
+    coarse = np.where(P >= 0.5, 0.6, 0.1)  # two steps: ties five rows apart in each
+    ranked_by_p = _hand_metrics()
+    m = evaluate(
+        Y,
+        coarse,
+        value=VALUE,
+        capacity=3,
+        offer_cost=10.0,
+        success_rate=0.5,
+        horizon_months=2.0,
+        rank_score=P * 1000.0,  # any finite scale: only the order counts
+    )
+    for metric in RANKING_METRICS:
+        assert m[metric] == pytest.approx(ranked_by_p[metric]), metric
+    assert m["log_loss"] == pytest.approx(sk_log_loss(Y, coarse))
+    assert m["brier"] == pytest.approx(brier_score_loss(Y, coarse))
+    assert m["ece"] == pytest.approx(expected_calibration_error(Y, coarse))
+    assert m["mean_probability"] == pytest.approx(coarse.mean())
+    ranked_by_steps = evaluate(
+        Y, coarse, value=VALUE, capacity=3, offer_cost=10.0, success_rate=0.5, horizon_months=2.0
+    )
+    assert ranked_by_steps["roc_auc"] < m["roc_auc"]
+    with pytest.raises(EvaluationError, match="10 labels and 3 ranking scores"):
+        evaluate(
+            Y,
+            coarse,
+            value=VALUE,
+            capacity=3,
+            offer_cost=1,
+            success_rate=1,
+            horizon_months=1,
+            rank_score=P[:3],
+        )
+    with pytest.raises(EvaluationError, match="1 of 10 ranking scores are not finite"):
+        evaluate(
+            Y,
+            coarse,
+            value=VALUE,
+            capacity=3,
+            offer_cost=1,
+            success_rate=1,
+            horizon_months=1,
+            rank_score=np.append(P[:-1], np.inf),
+        )
+
+
+def test_compare_uses_ranking_scores_overall_per_date_and_per_segment() -> None:
+    holdout = _holdout()
+    coarse = np.tile(np.where(P >= 0.5, 0.6, 0.1), 2)
+    report = compare(
+        holdout,
+        {"fine": np.tile(P, 2), "coarse": coarse},
+        rank_scores={"coarse": np.tile(P, 2) + 5.0},
+        capacity=3,
+        offer_cost=10,
+        success_rate=0.5,
+        horizon_months=2,
+    )
+    for table in (report.overall, *report.by_date.values(), *report.by_segment.values()):
+        for metric in RANKING_METRICS:
+            assert table["coarse"][metric] == pytest.approx(table["fine"][metric], nan_ok=True)
+        assert table["coarse"]["mean_probability"] != pytest.approx(
+            table["fine"]["mean_probability"]
+        )
+    with pytest.raises(EvaluationError, match="ranking scores for 'other'"):
+        compare(
+            holdout,
+            {"fine": np.tile(P, 2)},
+            rank_scores={"other": np.tile(P, 2)},
+            capacity=3,
+            offer_cost=1,
+            success_rate=1,
+            horizon_months=1,
+        )
+
+
+def test_rule_baseline_is_ranked_by_its_raw_score_not_its_isotonic_steps(
+    labelled: pl.DataFrame, trained: TrainedModel
+) -> None:
+    """The isotonic map merges the rule's distinct scores into steps; ranking by the steps
+    ties customers the rule ranks apart and understates the rule."""
+    result = evaluate_candidate(
+        labelled,
+        trained,
+        champion=None,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    holdout = result.holdout
+    y = holdout["churned"].cast(pl.Float64).to_numpy()
+    raw = rule_baseline_scores(holdout)
+    steps = RuleBaseline.fit(training_rows(labelled, trained)).predict_proba(holdout)
+    assert np.unique(raw).size > 3 * np.unique(steps).size  # the map really is coarser
+    np.testing.assert_array_equal(result.rank_scores[RULE_BASELINE], raw)
+    np.testing.assert_array_equal(result.scores[RULE_BASELINE], steps)
+    np.testing.assert_array_equal(result.ranking(RULE_BASELINE), raw)
+    np.testing.assert_array_equal(result.ranking(MODEL), result.scores[MODEL])
+    rule = result.report.overall[RULE_BASELINE]
+    value = holdout["customer_value"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    honest = evaluate(
+        y,
+        steps,
+        value=value,
+        capacity=120,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+        rank_score=raw,
+    )
+    for metric in (*RANKING_METRICS, *PROBABILITY_METRICS):
+        assert rule[metric] == pytest.approx(honest[metric]), metric
+    assert rule["roc_auc"] == pytest.approx(roc_auc_score(y, raw))
+    assert rule["pr_auc"] == pytest.approx(average_precision_score(y, raw))
+    assert rule["log_loss"] == pytest.approx(sk_log_loss(y, steps))
+    # Ranked by its isotonic steps the rule would look worse than it is.
+    assert roc_auc_score(y, steps) < rule["roc_auc"]
+    assert any("raw rule score" in note for note in result.report.notes)
+    for day in result.report.by_date:
+        mask = (holdout["snapshot_date"].cast(pl.String) == day).to_numpy()
+        assert result.report.by_date[day][RULE_BASELINE]["roc_auc"] == pytest.approx(
+            roc_auc_score(y[mask], raw[mask])
+        )
+
+
+def test_training_overlap_finds_dates_whose_labels_reach_the_holdout() -> None:
+    holdout = [date(2026, 5, 1), date(2026, 6, 1)]
+    train = [date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1), date(2026, 5, 1)]
+    # 2026-04-01 + 30 days = 2026-05-01: observed by the holdout's start, not after it.
+    assert training_overlap(train, 30, holdout) == [date(2026, 5, 1)]
+    assert training_overlap(train, 31, holdout) == [date(2026, 4, 1), date(2026, 5, 1)]
+    assert training_overlap(train[:3], 30, holdout) == []
+    assert training_overlap(train, 30, []) == []
+    assert training_overlap([date(2026, 8, 1)], 30, holdout) == [date(2026, 8, 1)]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
+import pytest
+from matplotlib.figure import Figure
 
-from models.evaluate import evaluate_candidate
+from models import report as report_module
+from models.evaluate import MODEL, RULE_BASELINE, EvaluationReport, evaluate_candidate
 from models.report import report_markdown, report_path_for, shap_importance, write_report
 from models.train import TrainedModel
 
@@ -93,3 +100,56 @@ def test_shap_importance_uses_a_bounded_sample(
     planted = ("open_complaints", "unanswered_contacts_30d", "days_since_last_activity")
     assert importance["noise"] < min(importance[name] for name in planted)
     assert importance == shap_importance(trained, labelled, sample_rows=300, seed=1)
+
+
+def test_report_ranks_the_rule_by_its_score_and_shows_warnings_first(
+    tmp_path: Path,
+    labelled: pl.DataFrame,
+    trained: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = evaluate_candidate(
+        labelled,
+        trained,
+        champion=None,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+    drawn: dict[str, dict[str, np.ndarray]] = {}
+
+    def spy(name: str, draw: Callable[..., Figure]) -> Callable[..., Figure]:
+        def wrapped(churned: np.ndarray, *args: Any) -> Figure:
+            scores = next(a for a in args if isinstance(a, dict))
+            drawn[name] = dict(scores)
+            return draw(churned, *args)
+
+        return wrapped
+
+    for name in ("lift_figure", "calibration_figure", "profit_figure"):
+        monkeypatch.setattr(f"models.report.{name}", spy(name, getattr(report_module, name)))
+    warning = "the champion m-old was trained on this holdout's period"
+    report = dataclasses.replace(result.report, warnings=[warning])
+    written = write_report(
+        tmp_path,
+        report,
+        trained,
+        result.holdout,
+        result.scores,
+        rank_scores=result.rank_scores,
+    )
+    rule_score = result.rank_scores[RULE_BASELINE]
+    for name in ("lift_figure", "profit_figure"):
+        np.testing.assert_array_equal(drawn[name][RULE_BASELINE], rule_score)
+        np.testing.assert_array_equal(drawn[name][MODEL], result.scores[MODEL])
+    np.testing.assert_array_equal(
+        drawn["calibration_figure"][RULE_BASELINE], result.scores[RULE_BASELINE]
+    )
+    html = written.read_text(encoding="utf-8")
+    assert "<h2>Warnings</h2>" in html
+    assert html.index("m-old was trained") < html.index("Holdout metrics")
+    markdown = report_markdown(report)
+    assert f"> **Warning:** {warning}" in markdown
+    restored = EvaluationReport.from_dict(report.to_dict())
+    assert restored.warnings == [warning]
