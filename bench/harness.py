@@ -13,8 +13,8 @@ One run:
    warehouse is rebuilt from the demo generator. A champion is trained once per warehouse.
    All of this happens in a child process, so its memory never counts against the job.
 2. **Nightly job**: :func:`flows.nightly.score_day` end to end (``total_seconds`` and the
-   process peak ``peak_rss_mb``), then the same library stages one by one (extract, validate,
-   load_model, features, predict, prioritise, reasons, actions, assemble, write), each with its
+   process peak ``peak_rss_mb``), then the same library stages one by one (load_model, extract,
+   validate, features, predict, prioritise, reasons, actions, assemble, write), each with its
    wall seconds, rows per second and peak resident memory.
 3. **Training** (tiers up to :data:`TRAIN_MAX_CUSTOMERS` customers unless told otherwise):
    snapshots (extract + validate), features (+ labels), fit and evaluate on
@@ -57,7 +57,9 @@ TIERS: Mapping[str, int] = {"S": 10_000, "M": 100_000, "L": 1_000_000}
 """Customers per size tier."""
 BACKENDS = ("sqlite", "postgres")
 
-DEMO_DAYS = 365
+DEMO_DAYS = 455
+"""Days of history: :data:`TRAIN_SNAPSHOTS` monthly snapshots with a full 90-day lookback need
+horizon + 11 * spacing + lookback = 30 + 330 + 90 = 450 days; 5 more spare."""
 DEMO_SEED = 7
 DEMO_END = date(2026, 11, 1)
 """The demo history ends before this day; the job scores it (as_of = end), so reruns compare."""
@@ -77,9 +79,9 @@ DEFAULT_PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MARKER_TABLE = "bench_marker"
 
 NIGHTLY_STAGES = (
+    "load_model",
     "extract",
     "validate",
-    "load_model",
     "features",
     "predict",
     "prioritise",
@@ -551,6 +553,7 @@ def measure_nightly_stages(settings: Any, as_of: date, log: StageLog) -> dict[st
         extract_sources,
         scoring_features,
         scoring_window,
+        settings_for_champion,
         validate_sources,
     )
     from models.prioritise import PrioritySettings, cooled_down_customers, prioritise
@@ -572,6 +575,8 @@ def measure_nightly_stages(settings: Any, as_of: date, log: StageLog) -> dict[st
     try:
         with as_of_lock(engine, wh, as_of):
             run_id = start_run(engine, wh, kind="bench-stages", as_of=as_of)
+            champion = log.measure("load_model", lambda: load_model(engine, wh), 1)
+            settings, _differences = settings_for_champion(settings, champion)
             window = scoring_window(settings, as_of)
             data = log.measure(
                 "extract",
@@ -583,7 +588,6 @@ def measure_nightly_stages(settings: Any, as_of: date, log: StageLog) -> dict[st
                 "validate", partial(validate_sources, settings, data, window), source_rows
             )
             del data
-            champion = log.measure("load_model", lambda: load_model(engine, wh), 1)
             features = log.measure(
                 "features",
                 lambda: scoring_features(settings, clean, champion, as_of),
@@ -653,6 +657,7 @@ def measure_training(settings: Any, as_of: date, log: StageLog, snapshots: int) 
         evaluate_model,
         extract_training_sources,
         fit_model,
+        fit_plan_to_history,
         labelled_features,
         training_plan,
         validate_training_sources,
@@ -663,15 +668,15 @@ def measure_training(settings: Any, as_of: date, log: StageLog, snapshots: int) 
     engine = engine_for(settings)
     wh = build_warehouse(settings)
     try:
-        plan = training_plan(settings, as_of, n_snapshots=snapshots)
+        requested = training_plan(settings, as_of, n_snapshots=snapshots)
 
         def read_snapshots() -> Any:
-            data = extract_training_sources(engine, wh, plan)
-            clean, _quality = validate_training_sources(settings, data, plan)
-            return clean
+            data = extract_training_sources(engine, wh, requested)
+            clean, _quality = validate_training_sources(settings, data, requested)
+            return clean, fit_plan_to_history(settings, requested, clean)
 
-        clean = log.measure(
-            "train.snapshots", read_snapshots, lambda d: sum(d.row_counts().values())
+        clean, plan = log.measure(
+            "train.snapshots", read_snapshots, lambda d: sum(d[0].row_counts().values())
         )
         champion = current_champion(engine, wh)
     finally:
@@ -688,12 +693,16 @@ def measure_training(settings: Any, as_of: date, log: StageLog, snapshots: int) 
         lambda: evaluate_model(settings, frame, model, champion),
         frame.frame.height,
     )
-    metrics = getattr(evaluation, "comparison", None) or getattr(evaluation, "metrics", None)
+    report = evaluation.report
     return {
-        "snapshots": snapshots,
+        "snapshots": len(plan.snapshots),
+        "snapshots_requested": snapshots,
+        "left_out_snapshots": [d.isoformat() for d in plan.left_out],
         "labelled_rows": frame.frame.height,
         "features": len(frame.features),
-        "metrics": _json_safe(metrics),
+        "holdout_dates": [d.isoformat() for d in report.holdout_dates],
+        "metrics": _json_safe(report.to_dict()["overall"]),
+        "warnings": list(report.warnings),
     }
 
 

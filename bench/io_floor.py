@@ -32,7 +32,7 @@ def measure_io_floor(url: str, as_of: date, *, repeats: int = 2) -> dict[str, An
 
     from models.nightly import scoring_window
     from warehouse.db import engine_for_url
-    from warehouse.io import _compile_positional, adbc_connection
+    from warehouse.io import SQLITE_ADBC_BATCH_ROWS, _compile_positional, adbc_connection
     from warehouse.schema import SOURCE_TABLES, build_warehouse
     from warehouse.settings import Settings
 
@@ -59,6 +59,10 @@ def measure_io_floor(url: str, as_of: date, *, repeats: int = 2) -> dict[str, An
                 for _ in range(repeats):
                     started = time.perf_counter()
                     with conn.cursor() as cursor:
+                        if backend == "sqlite":
+                            cursor.adbc_statement.set_options(
+                                **{"adbc.sqlite.query.batch_rows": str(SQLITE_ADBC_BATCH_ROWS)}
+                            )
                         cursor.execute(sql, params or None)
                         table = cursor.fetch_arrow_table()
                     seconds = time.perf_counter() - started

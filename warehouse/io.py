@@ -41,7 +41,7 @@ SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S%.6f"
 """How timestamps are stored in SQLite: SQLAlchemy's format, UTC wall time, no zone."""
 
 _SQLITE_TIMESTAMP_STRFTIME = "%Y-%m-%d %H:%M:%S.%f"
-_SQLITE_ADBC_BATCH_ROWS = 1 << 30
+SQLITE_ADBC_BATCH_ROWS = 1 << 30
 # The SQLite ADBC driver infers each column's type from its first batch and fails on a
 # later batch that disagrees (a column null in the first 1024 rows, say). One batch for
 # the whole result lets it see every value before choosing.
@@ -395,7 +395,7 @@ def _read_adbc(engine: sa.Engine, query: sa.Select[Any]) -> pl.DataFrame:
     with adbc_connection(engine) as conn, conn.cursor() as cursor:
         if backend == "sqlite":
             cursor.adbc_statement.set_options(
-                **{"adbc.sqlite.query.batch_rows": str(_SQLITE_ADBC_BATCH_ROWS)}
+                **{"adbc.sqlite.query.batch_rows": str(SQLITE_ADBC_BATCH_ROWS)}
             )
         cursor.execute(sql, params or None)
         table = cursor.fetch_arrow_table()

@@ -24,7 +24,7 @@ REQUIRED_KEYS = (
     "baseline_total_seconds",
     "io_floor_seconds",
 )
-ISSUE_STAGES = ("extract", "validate", "features", "predict", "reasons", "prioritise", "write")
+REQUIRED_STAGES = ("extract", "validate", "features", "predict", "reasons", "prioritise", "write")
 
 
 def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path:
     assert written["customers"] == 1500
     for key in ("cores", "memory_gb", "cpu_model", "python", "libraries", "load_average_at_start"):
         assert key in written["machine"], key
-    assert set(ISSUE_STAGES) <= set(NIGHTLY_STAGES)
+    assert set(REQUIRED_STAGES) <= set(NIGHTLY_STAGES)
     for stage in (*NIGHTLY_STAGES, *TRAINING_STAGES):
         entry = written["stages"][stage]
         assert set(entry) >= {"seconds", "rows_per_s", "peak_rss_mb"}, stage
@@ -58,6 +58,14 @@ def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path:
     assert written["baseline"]["written"] == written["baseline"]["scored"]
     assert written["counts"]["written"] == written["counts"]["scored"]
     assert result["ratios"]["job_over_io_floor"] is not None
+    training = written["training"]
+    assert training["snapshots"] == training["snapshots_requested"] == 12
+    assert training["left_out_snapshots"] == []  # the tier's history covers every lookback
+    for scorer in ("model", "rule_baseline"):
+        metrics = training["metrics"][scorer]
+        for name in ("roc_auc", "pr_auc", "ece", "log_loss", "brier", "top_decile_lift"):
+            assert isinstance(metrics[name], float), (scorer, name, metrics.get(name))
+    assert training["metrics"]["model"]["n_rows"] == training["metrics"]["rule_baseline"]["n_rows"]
     assert "| S-sqlite |" in render_markdown([written])
 
     rerun = prepare_warehouse(

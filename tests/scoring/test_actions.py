@@ -25,7 +25,7 @@ NO_PROBLEMS = {
 }
 
 
-def test_default_rules_follow_the_issue() -> None:
+def test_default_rules_cover_the_main_moments_of_truth() -> None:
     rules = load_action_rules(None)
     open_one = {**NO_PROBLEMS, "open_complaints": 1.0}
     assert recommend(rules, "open_complaints", open_one)[0] == "resolve_and_call_back"
