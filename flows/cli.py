@@ -522,14 +522,19 @@ def list_cmd(
             top=top,
             segment=segment,
         )
-        _print_list(frame)
+        day = as_of or "the latest day"
+        if segment is not None:
+            empty = f"no listed customers in segment {segment!r} for {day}"
+        else:
+            empty = f"no listed customers for {day} (has `retention score` run?)"
+        _print_list(frame, empty=empty)
 
     _run(go)
 
 
-def _print_list(frame: Any) -> None:
+def _print_list(frame: Any, *, empty: str = "no listed customers for that day") -> None:
     if frame.height == 0:
-        out.print("no listed customers for that day (has `retention score` run?)")
+        out.print(empty, highlight=False)
         return
     out.print(f"[bold]retention list for {frame['as_of'][0]}[/bold]")
     for row in frame.iter_rows(named=True):

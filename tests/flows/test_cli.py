@@ -98,6 +98,13 @@ def test_score_list_and_runs(demo_url: str) -> None:
     code, output = _invoke("runs", "--warehouse", demo_url)
     assert code == 0, output
     assert "succeeded" in output
+    code, output = _invoke("list", "--segment", "smb", "--top", "50", "--warehouse", demo_url)
+    assert code == 0, output
+    shown = [line for line in output.splitlines() if line.startswith("#")]
+    assert shown and all("  smb  " in line for line in shown)
+    code, output = _invoke("list", "--segment", "no_such", "--warehouse", demo_url)
+    assert code == 0, output
+    assert "no listed customers in segment 'no_such' for the latest day" in output
 
 
 def test_bad_date_and_bad_configuration_are_one_line_errors(tmp_path: Path) -> None:
@@ -192,3 +199,19 @@ def test_train_warns_when_the_champion_trained_on_the_holdout_and_show_repeats_i
     assert code == 0, output
     assert "warning:" in output and "optimistic" in output
     assert '"warnings"' in output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_is_the_whole_first_experience_and_then_only_scores(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'retention.db'}"
+    code, output = _invoke("demo", "--customers", "2500", "--top", "5", "--warehouse", url)
+    assert code == 0, output
+    assert "generating 2,500 demo customers" in output
+    assert "training one on monthly point-in-time snapshots" in output
+    assert "succeeded" in output and "#1 customer" in output and "#6 customer" not in output
+    assert "why:" in output and "do:" in output
+
+    code, again = _invoke("demo", "--customers", "2500", "--top", "5", "--warehouse", url)
+    assert code == 0, again
+    assert "generating" not in again and "training" not in again
+    assert "champion model found" in again and "succeeded" in again

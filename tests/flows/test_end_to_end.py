@@ -144,6 +144,25 @@ def test_nightly_list_ranks_everyone_and_lists_within_capacity_and_cooldown(
     assert (listed["reason_source"] == "exact").all()
 
 
+def test_segment_caps_hold_in_the_written_list(trained: TrainedWarehouse) -> None:
+    caps = {"enterprise": 3, "smb": 10}
+    settings = trained.settings.model_copy(update={"segment_capacity": caps})
+    result = score_day(settings, AS_OF)
+    rows = _full_list(settings, AS_OF)
+    listed = rows.filter(pl.col("listed"))
+    per_segment = dict(listed.group_by("segment").len().iter_rows())
+    assert per_segment.get("enterprise", 0) <= 3 and per_segment.get("smb", 0) <= 10
+    assert listed.height == result.counts["listed"] <= CAPACITY
+    # Nobody eligible was skipped except for a full segment: every unlisted, not cooled down
+    # customer ranked above the last listed one is in a capped segment at its cap.
+    last = listed["rank"].max()
+    skipped = rows.filter(~pl.col("listed") & ~pl.col("cooled_down") & (pl.col("rank") < last))
+    assert skipped.height > 0
+    for segment in skipped["segment"].unique().to_list():
+        assert segment in caps and per_segment[segment] == caps[segment], segment
+    score_day(trained.settings, AS_OF)  # the uncapped list again for the other tests
+
+
 def test_reasons_are_features_that_push_that_customers_risk_up(trained: TrainedWarehouse) -> None:
     settings = trained.settings
     score_day(settings, AS_OF)
@@ -161,16 +180,22 @@ def test_reasons_are_features_that_push_that_customers_risk_up(trained: TrainedW
     contributions = champion.contributions(mine)
     column = {name: i for i, name in enumerate(champion.features)}
     position = {cid: i for i, cid in enumerate(mine["customer_id"].to_list())}
-    checked = 0
+    checked = without_reason = 0
     for row in listed.iter_rows(named=True):
         codes = [row[f"reason_{k}_code"] for k in (1, 2, 3) if row[f"reason_{k}_code"]]
-        assert codes, f"listed customer {row['customer_id']} has no reason"
+        if not codes:
+            # Nothing about this customer reads as a reason (listed for the value at stake):
+            # the general personal check-in, never an action that presumes a reason.
+            assert row["reason_1"] is None and row["action_code"] == "personal_check_in"
+            without_reason += 1
+            continue
         assert row["reason_1"]
         values = [contributions[position[row["customer_id"]], column[c]] for c in codes]
         assert all(v > 0 for v in values), (row["customer_id"], codes, values)
         assert values == sorted(values, reverse=True)
         checked += 1
-    assert checked == listed.height
+    assert checked + without_reason == listed.height
+    assert without_reason <= 0.05 * listed.height, without_reason
 
 
 def test_rerun_of_the_same_day_replaces_the_list_with_identical_rows(
