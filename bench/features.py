@@ -16,7 +16,7 @@ subprocess of its own, so its peak memory is its own:
 Prints seconds, feature rows per second, source rows per second and peak RSS for each
 and writes ``bench/results/features-<customers>.json``. Snapshots are the first day of
 each of the last ``--snapshots`` months up to ``--end``; the history covers the feature
-lookback before the first one.
+lookback before the first one, and at least ``--min-days`` (365) days.
 """
 
 from __future__ import annotations
@@ -205,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--end", type=date.fromisoformat, default=DEFAULT_END)
     parser.add_argument(
+        "--min-days",
+        type=int,
+        default=365,
+        help="days of history at least (more when the snapshots' lookback needs it)",
+    )
+    parser.add_argument(
         "--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS)
     )
     parser.add_argument("--results", type=Path, default=None, help="JSON output path")
@@ -216,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     config = FeatureConfig()
     snapshots = monthly_snapshots(args.end, args.snapshots)
-    days = history_days(snapshots, args.end, config.lookback_days)
+    days = max(args.min_days, history_days(snapshots, args.end, config.lookback_days))
     source = ensure_data(args.customers, days, args.seed, args.end)
     activity = pl.scan_parquet(source / "activity.parquet")
     event_types = discover_event_types(activity, config.max_event_types)

@@ -1064,7 +1064,22 @@ def load_demo(engine: sa.Engine, wh: Warehouse, frames: dict[str, pl.DataFrame])
                 f"(tables already loaded: {done}): {exc}"
             ) from exc
     create_source_indexes(engine, wh)
+    _settle(engine, wh)
     return written
+
+
+def _settle(engine: sa.Engine, wh: Warehouse) -> None:
+    """Planner statistics (and on PostgreSQL, a vacuum) for the freshly loaded source tables,
+    so the first queries meet the tables as a maintained warehouse keeps them."""
+    preparer = engine.dialect.identifier_preparer
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in wh.sources.values():
+                conn.exec_driver_sql(f"VACUUM (ANALYZE) {preparer.format_table(table)}")
+    elif engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            for table in wh.sources.values():
+                conn.exec_driver_sql(f"ANALYZE {preparer.format_table(table)}")
 
 
 def _month_starts(first: date, last: date) -> list[date]:
