@@ -483,7 +483,12 @@ def build_list_rows(
     missing = [c for c in _PRIORITISED_COLUMNS if c not in prioritised.columns]
     if missing:
         raise ListRowsError(f"prioritised frame lacks column(s) {', '.join(missing)}")
-    joined = prioritised.join(reasons, on="customer_id", how="left", maintain_order="left")
+    # Only the list's own columns: anything else the reasons carry (their feature values,
+    # say) would be spread over every scored row for nothing.
+    wanted = ["customer_id", *(c for c in reasons.columns if c in schema and c != "customer_id")]
+    joined = prioritised.join(
+        reasons.select(wanted), on="customer_id", how="left", maintain_order="left"
+    )
     columns: list[pl.Expr] = []
     for name, dtype in schema.items():
         if name == "as_of":
