@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from models.evaluate import HoldoutEvaluation, evaluate_candidate
 from models.train import TrainConfig, TrainedModel, train_model
 from tests.models.synthetic import CATEGORICAL, FEATURES, labelled_frame
 from warehouse.schema import Warehouse, build_warehouse
@@ -51,6 +52,34 @@ def trained(labelled: pl.DataFrame) -> TrainedModel:
 def other_model(labelled: pl.DataFrame) -> TrainedModel:
     """A second, different model on the same data (another seed, fewer leaves)."""
     return train_model(labelled, FEATURES, CATEGORICAL, small_config(seed=5, num_leaves=4))
+
+
+def _evaluate(
+    labelled: pl.DataFrame, trained: TrainedModel, champion: TrainedModel | None
+) -> HoldoutEvaluation:
+    return evaluate_candidate(
+        labelled,
+        trained,
+        champion=champion,
+        capacity=60,
+        offer_cost=10,
+        success_rate=0.3,
+        horizon_months=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def evaluated(labelled: pl.DataFrame, trained: TrainedModel) -> HoldoutEvaluation:
+    """``trained`` evaluated on its holdout against the rule baseline (no champion)."""
+    return _evaluate(labelled, trained, None)
+
+
+@pytest.fixture(scope="session")
+def evaluated_with_champion(
+    labelled: pl.DataFrame, trained: TrainedModel, other_model: TrainedModel
+) -> HoldoutEvaluation:
+    """``trained`` evaluated against ``other_model`` as champion and the rule baseline."""
+    return _evaluate(labelled, trained, other_model)
 
 
 @pytest.fixture

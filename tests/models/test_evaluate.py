@@ -22,9 +22,9 @@ from models.evaluate import (
     RULE_BASELINE,
     EvaluationError,
     EvaluationReport,
+    HoldoutEvaluation,
     compare,
     evaluate,
-    evaluate_candidate,
     expected_calibration_error,
     expected_top_k,
     training_overlap,
@@ -208,17 +208,9 @@ def test_compare_refuses_bad_inputs() -> None:
 
 
 def test_candidate_champion_and_baseline_on_the_same_holdout(
-    labelled: pl.DataFrame, trained: TrainedModel, other_model: TrainedModel
+    trained: TrainedModel, evaluated_with_champion: HoldoutEvaluation
 ) -> None:
-    result = evaluate_candidate(
-        labelled,
-        trained,
-        champion=other_model,
-        capacity=60,
-        offer_cost=10,
-        success_rate=0.3,
-        horizon_months=1,
-    )
+    result = evaluated_with_champion
     assert result.report.scorers == [MODEL, MODEL_UNCALIBRATED, CHAMPION, RULE_BASELINE]
     assert result.holdout.height == 1200
     assert set(result.holdout["snapshot_date"].unique()) == set(trained.holdout_dates)
@@ -309,19 +301,11 @@ def test_compare_uses_ranking_scores_overall_per_date_and_per_segment() -> None:
 
 
 def test_rule_baseline_is_ranked_by_its_raw_score_not_its_isotonic_steps(
-    labelled: pl.DataFrame, trained: TrainedModel
+    labelled: pl.DataFrame, trained: TrainedModel, evaluated: HoldoutEvaluation
 ) -> None:
     """The isotonic map merges the rule's distinct scores into steps; ranking by the steps
     ties customers the rule ranks apart and understates the rule."""
-    result = evaluate_candidate(
-        labelled,
-        trained,
-        champion=None,
-        capacity=60,
-        offer_cost=10,
-        success_rate=0.3,
-        horizon_months=1,
-    )
+    result = evaluated
     holdout = result.holdout
     y = holdout["churned"].cast(pl.Float64).to_numpy()
     raw = rule_baseline_scores(holdout)

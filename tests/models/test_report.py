@@ -15,23 +15,15 @@ import pytest
 from matplotlib.figure import Figure
 
 from models import report as report_module
-from models.evaluate import MODEL, RULE_BASELINE, EvaluationReport, evaluate_candidate
+from models.evaluate import MODEL, RULE_BASELINE, EvaluationReport, HoldoutEvaluation
 from models.report import report_markdown, report_path_for, shap_importance, write_report
 from models.train import TrainedModel
 
 
 def test_report_has_plots_and_tables(
-    tmp_path: Path, labelled: pl.DataFrame, trained: TrainedModel, other_model: TrainedModel
+    tmp_path: Path, trained: TrainedModel, evaluated_with_champion: HoldoutEvaluation
 ) -> None:
-    result = evaluate_candidate(
-        labelled,
-        trained,
-        champion=other_model,
-        capacity=60,
-        offer_cost=10,
-        success_rate=0.3,
-        horizon_months=1,
-    )
+    result = evaluated_with_champion
     target = report_path_for(tmp_path / "artifacts", "m-test")
     written = write_report(
         target,
@@ -71,17 +63,9 @@ def test_report_has_plots_and_tables(
 
 
 def test_report_into_a_directory_and_markdown(
-    tmp_path: Path, labelled: pl.DataFrame, trained: TrainedModel
+    tmp_path: Path, trained: TrainedModel, evaluated: HoldoutEvaluation
 ) -> None:
-    result = evaluate_candidate(
-        labelled,
-        trained,
-        champion=None,
-        capacity=60,
-        offer_cost=10,
-        success_rate=0.3,
-        horizon_months=1,
-    )
+    result = evaluated
     written = write_report(tmp_path, result.report, trained, result.holdout, result.scores)
     assert written == tmp_path / "report.html"
     markdown = report_markdown(result.report, version="m-x", decision="refused: test")
@@ -104,19 +88,11 @@ def test_shap_importance_uses_a_bounded_sample(
 
 def test_report_ranks_the_rule_by_its_score_and_shows_warnings_first(
     tmp_path: Path,
-    labelled: pl.DataFrame,
     trained: TrainedModel,
+    evaluated: HoldoutEvaluation,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    result = evaluate_candidate(
-        labelled,
-        trained,
-        champion=None,
-        capacity=60,
-        offer_cost=10,
-        success_rate=0.3,
-        horizon_months=1,
-    )
+    result = evaluated
     drawn: dict[str, dict[str, np.ndarray]] = {}
 
     def spy(name: str, draw: Callable[..., Figure]) -> Callable[..., Figure]:
