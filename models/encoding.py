@@ -53,6 +53,17 @@ class FeatureValueError(FeatureError):
     """A feature column has a type or values the model cannot take."""
 
 
+def require_model_features(frame: pl.DataFrame, features: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``frame`` has ``customer_id`` and every one of ``features``."""
+    if "customer_id" not in frame.columns:
+        raise ValueError("the feature frame has no customer_id column")
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"the feature frame lacks {len(missing)} model feature(s): {', '.join(missing[:10])}"
+        )
+
+
 def _is_categorical_dtype(dtype: pl.DataType) -> bool:
     return isinstance(dtype, _CATEGORICAL_DTYPES)
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import polars as pl
 
 from features.registry import Typical, get_feature, render_reason
+from models.encoding import require_model_features
 
 REASON_SOURCE_EXACT = "exact"
 REASON_SOURCE_NONE = "none"
@@ -277,13 +278,7 @@ def explain_listed(
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
-    if "customer_id" not in features.columns:
-        raise ValueError("the feature frame has no customer_id column")
-    missing = [f for f in model.features if f not in features.columns]
-    if missing:
-        raise ValueError(
-            f"the feature frame lacks {len(missing)} model feature(s): {', '.join(missing[:10])}"
-        )
+    require_model_features(features, model.features)
     wanted = pl.DataFrame({"customer_id": pl.Series(customer_ids, dtype=pl.Int64)})
     n_duplicates = wanted.height - wanted["customer_id"].n_unique()
     if n_duplicates:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import polars as pl
 
 from models.actions import ActionRules, PlacementLookup, feature_placement, recommend_actions
+from models.encoding import require_model_features
 from models.prioritise import PrioritisedList, PrioritySettings, prioritise
 from models.reasons import (
     ExplainableModel,
@@ -70,13 +71,7 @@ def score_customers(model: ScoringModel, features: pl.DataFrame) -> pl.DataFrame
     ``segment`` and ``customer_value`` are carried through (null when absent).
     Returns the columns of :data:`SCORED_SCHEMA` in the frame's row order.
     """
-    if "customer_id" not in features.columns:
-        raise ValueError("the feature frame has no customer_id column")
-    missing = [f for f in model.features if f not in features.columns]
-    if missing:
-        raise ValueError(
-            f"the feature frame lacks {len(missing)} model feature(s): {', '.join(missing[:10])}"
-        )
+    require_model_features(features, model.features)
     n_null_ids = features["customer_id"].null_count()
     if n_null_ids:
         raise ValueError(f"the feature frame has a null customer_id in {n_null_ids} row(s)")
