@@ -40,6 +40,7 @@ from tests.hardening.helpers import (
     waiting_backends,
 )
 from warehouse.schema import SCHEMA_VERSION
+from warehouse.settings import Settings
 
 RETENTION = Path(sys.executable).with_name("retention")
 T = TypeVar("T")
@@ -83,6 +84,35 @@ def _table(trained: TrainedWarehouse, logical: str) -> str:
     return sa.dialects.postgresql.dialect().identifier_preparer.format_table(table)  # type: ignore[no-untyped-call]
 
 
+def _score_while_killing(
+    trained: TrainedWarehouse,
+    settings: Settings,
+    dropped: str,
+    statement: str,
+    params: dict[str, Any] | None = None,
+) -> tuple[Any, BackendKiller, UUID]:
+    """Run the nightly flow while the test holds ``statement``'s lock, terminating the job's
+    backends that wait on it (the first one, or every one); the flow's state, the killer and
+    the flow run id."""
+    admin = trained.admin()
+    with holding(trained.url, statement, params=params) as holder:
+        killer = BackendKiller(
+            admin,
+            trained.database,
+            times=1 if dropped == "first attempt" else None,
+            release=holder.rollback,
+        )
+        killer.start()
+        try:
+            state = nightly_score(as_of=AS_OF, settings=settings, return_state=True)
+        finally:
+            killer.stop()
+            admin.dispose()
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    return state, killer, flow_run_id
+
+
 # --------------------------------------------------------------------------------------------
 # The connection dies mid-run (PostgreSQL)
 # --------------------------------------------------------------------------------------------
@@ -96,23 +126,8 @@ def test_connection_killed_during_extraction_is_retried_then_fails_cleanly(
 ) -> None:
     settings = pg_trained.settings_with(db_retries=2)
     before = pg_trained.full_list()
-    admin = pg_trained.admin()
     lock = f"LOCK TABLE {_table(pg_trained, 'customers')} IN ACCESS EXCLUSIVE MODE"
-    with holding(pg_trained.url, lock) as holder:
-        killer = BackendKiller(
-            admin,
-            pg_trained.database,
-            times=1 if dropped == "first attempt" else None,
-            release=holder.rollback,
-        )
-        killer.start()
-        try:
-            state = nightly_score(as_of=AS_OF, settings=settings, return_state=True)
-        finally:
-            killer.stop()
-            admin.dispose()
-    flow_run_id = state.state_details.flow_run_id
-    assert flow_run_id is not None
+    state, killer, flow_run_id = _score_while_killing(pg_trained, settings, dropped, lock)
     if dropped == "first attempt":
         assert state.is_completed(), state.message
         result = state.result()
@@ -144,28 +159,15 @@ def test_connection_killed_during_the_write_keeps_the_previous_list(
 ) -> None:
     settings = pg_trained.settings_with(db_retries=1)
     before = pg_trained.full_list()
-    admin = pg_trained.admin()
     # Someone holds the day's rows (a long report query, a manual fix): the job's DELETE of
     # the day waits inside the write transaction, where the test cuts its connection.
     row_lock = (
         f"SELECT customer_id FROM {_table(pg_trained, 'retention_list')} "
         "WHERE as_of = :as_of FOR UPDATE"
     )
-    with holding(pg_trained.url, row_lock, params={"as_of": AS_OF}) as holder:
-        killer = BackendKiller(
-            admin,
-            pg_trained.database,
-            times=1 if dropped == "first attempt" else None,
-            release=holder.rollback,
-        )
-        killer.start()
-        try:
-            state = nightly_score(as_of=AS_OF, settings=settings, return_state=True)
-        finally:
-            killer.stop()
-            admin.dispose()
-    flow_run_id = state.state_details.flow_run_id
-    assert flow_run_id is not None
+    state, killer, flow_run_id = _score_while_killing(
+        pg_trained, settings, dropped, row_lock, {"as_of": AS_OF}
+    )
     if dropped == "first attempt":
         assert state.is_completed(), state.message
         result = state.result()
