@@ -130,11 +130,9 @@ def training_plan(
     spacing = timedelta(days=settings.snapshot_spacing_days)
     snapshots = [newest - spacing * i for i in reversed(range(n))]
     known_until = snapshot_cutoff(as_of, settings.timezone)
-    # The features read a few days before the lookback too (whether a contact early in the
-    # lookback repeats an earlier one): the same history the nightly job reads.
-    history_days = FeatureConfig.from_settings(settings).history_days
+    # The same history before the oldest snapshot as the nightly job reads before its day.
     start = snapshot_cutoff(snapshots[0], settings.timezone) - timedelta(
-        days=max(history_days, _lookback_days(settings))
+        days=FeatureConfig.from_settings(settings).history_days
     )
     now = (now or datetime.now(UTC)).astimezone(UTC)
     if now >= known_until:
@@ -143,8 +141,10 @@ def training_plan(
 
 
 def _lookback_days(settings: Settings) -> int:
-    """How far back a snapshot's features and labels read."""
-    return max(settings.lookback_days, settings.inactivity_days)
+    """How far back a snapshot's features (and an inactivity population) look."""
+    if settings.label_kind == "inactivity":
+        return max(settings.lookback_days, settings.inactivity_days)
+    return settings.lookback_days
 
 
 def history_start(sources: SourceData) -> datetime | None:
