@@ -35,10 +35,18 @@ MIGRATIONS: tuple[Migration, ...] = ()
 
 
 def _create_schemas(conn: sa.Connection, schemas: Iterable[str | None]) -> None:
+    """Create the PostgreSQL schemas that do not exist yet.
+
+    An existing schema is left alone without issuing DDL: ``CREATE SCHEMA IF NOT EXISTS``
+    checks the ``CREATE`` privilege on the database even when the schema is there, and a
+    role that may only write the output tables must still be able to run ``init_db``.
+    """
     if conn.dialect.name != "postgresql":
         return
+    inspector = sa.inspect(conn)
     for schema in sorted({s for s in schemas if s}):
-        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        if not inspector.has_schema(schema):
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
 
 
 def _version_table(wh: Warehouse) -> sa.Table:

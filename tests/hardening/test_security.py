@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.nightly import nightly_score, score_day
+from flows.retrain import train_and_register
 from tests.hardening.conftest import AS_OF, TrainedWarehouse, secret_of
 from tests.hardening.helpers import (
     BackendKiller,
@@ -542,3 +543,40 @@ def test_a_role_with_only_the_documented_grants_runs_the_job_and_a_missing_grant
     assert denied in lines[-1]
     assert_secret_absent(secret_of(url), cli.output, "the command line output")
     assert admin.full_list().equals(after)
+
+
+@pytest.mark.postgres
+def test_the_training_role_needs_only_the_registry_writes_beyond_the_nightly_grants(
+    job_role: JobRole,
+) -> None:
+    """Retraining as the nightly role plus INSERT, UPDATE on model_registry (docs/operations.md).
+
+    Training starts with ``init_db``; on current output tables it must issue no DDL, so no
+    ``CREATE`` privilege is needed on the database or the schemas.
+    """
+    admin = job_role.admin
+    wh = admin.wh
+    registry, runs = wh["model_registry"], wh["scoring_runs"]
+    admin.execute(f"GRANT INSERT, UPDATE ON {registry.fullname} TO {job_role.name}")
+
+    training = train_and_register(job_role.settings, AS_OF, promote=True)
+
+    engine = admin_engine(admin.url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(registry.c.status).where(registry.c.model_version == training.version)
+            ).all()
+            run_kinds = conn.execute(
+                sa.select(runs.c.status).where(runs.c.model_version == training.version)
+            ).all()
+    finally:
+        engine.dispose()
+    assert len(rows) == 1
+    assert rows[0].status == ("champion" if training.promoted else "challenger")
+    assert [row.status for row in run_kinds] == ["succeeded"]
+    # Still no DDL: the role cannot create a table in the output schema.
+    schema = registry.schema or "public"
+    assert "permission denied" in _refused(
+        job_role.url, f"CREATE TABLE {schema}.hardening_probe (x int)"
+    )
