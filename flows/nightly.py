@@ -21,7 +21,7 @@ from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
 from flows.runtime import today_in
-from models.drift import DriftStop, DriftVerdict
+from models.drift import SCORE_KEY, DriftStop, DriftVerdict
 from models.nightly import (
     ScoringWindow,
     check_drift,
@@ -310,6 +310,48 @@ def _score_locked(
     )
 
 
+def summary_markdown(result: RunResult) -> str:
+    """The run's summary artifact: outcome, counts, stage timings, drift and warnings."""
+    lines = [
+        f"# Retention list for {result.as_of}",
+        "",
+        f"- run `{result.run_id}`: **{result.status}** with model `{result.model_version}`",
+        *(f"- {name}: {value:,}" for name, value in result.counts.items()),
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *(f"| {stage} | {seconds:.2f} |" for stage, seconds in result.timings.items()),
+    ]
+    if result.drift is not None:
+        lines += ["", f"## Drift: {result.drift.get('status', 'unavailable')}"]
+        if result.drift.get("reason"):
+            lines += ["", str(result.drift["reason"])]
+        psi = result.drift.get("psi") or {}
+        if psi.get(SCORE_KEY) is not None:
+            levels = ", ".join(
+                f"{level} at {value}"
+                for level in ("warn", "stop")
+                if (value := result.drift.get(f"{level}_threshold")) is not None
+            )
+            lines += ["", f"- score PSI: {psi[SCORE_KEY]:.3f}" + (f" ({levels})" if levels else "")]
+        worst = sorted(
+            (
+                (name, value)
+                for name, value in psi.items()
+                if value is not None and name != SCORE_KEY
+            ),
+            key=lambda item: -item[1],
+        )[:8]
+        if result.drift.get("missing"):
+            lines += ["", f"- missing tonight: {', '.join(result.drift['missing'])}"]
+        if worst:
+            lines += ["", "| feature | PSI |", "|---|---:|"]
+            lines += [f"| {name} | {value:.3f} |" for name, value in worst]
+    if result.warnings:
+        lines += ["", "## Warnings", *(f"- {w}" for w in result.warnings)]
+    return "\n".join(lines)
+
+
 def publish_artifacts(result: RunResult) -> None:
     """A table artifact with the top of the list and a markdown summary (inside a flow run)."""
     if FlowRunContext.get() is None:
@@ -333,29 +375,7 @@ def publish_artifacts(result: RunResult) -> None:
             key=key,
             description=f"Top of the retention list for {result.as_of}",
         )
-    lines = [
-        f"# Retention list for {result.as_of}",
-        "",
-        f"- run `{result.run_id}`: **{result.status}** with model `{result.model_version}`",
-        *(f"- {name}: {value:,}" for name, value in result.counts.items()),
-        "",
-        "| stage | seconds |",
-        "|---|---:|",
-        *(f"| {stage} | {seconds:.2f} |" for stage, seconds in result.timings.items()),
-    ]
-    if result.drift is not None:
-        lines += ["", f"## Drift: {result.drift.get('status', 'unavailable')}"]
-        psi = result.drift.get("psi") or {}
-        worst = sorted(
-            ((name, value) for name, value in psi.items() if value is not None),
-            key=lambda item: -item[1],
-        )[:8]
-        if worst:
-            lines += ["", "| feature | PSI |", "|---|---:|"]
-            lines += [f"| {name} | {value:.3f} |" for name, value in worst]
-    if result.warnings:
-        lines += ["", "## Warnings", *(f"- {w}" for w in result.warnings)]
-    create_markdown_artifact(markdown="\n".join(lines), key=f"{key}-summary")
+    create_markdown_artifact(markdown=summary_markdown(result), key=f"{key}-summary")
 
 
 @flow(name="nightly-score", log_prints=False)

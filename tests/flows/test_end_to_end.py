@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from flows.nightly import score_day
+from flows.nightly import score_day, summary_markdown
 from flows.retrain import TrainingResult, train_and_register
 from flows.runtime import load_demo_warehouse
 from models.drift import DriftStop
@@ -261,6 +261,23 @@ def test_drift_is_recorded_and_a_stop_keeps_the_previous_list(trained: TrainedWa
     result = score_day(settings, AS_OF)
     assert result.drift is not None and result.drift["status"] in ("ok", "warn")
     assert "__score__" in result.drift["psi"]
+    summary = summary_markdown(result)
+    assert f"## Drift: {result.drift['status']}" in summary
+    assert f"- score PSI: {result.drift['psi']['__score__']:.3f} (warn at " in summary
+    worst = max(
+        (name for name, psi in result.drift["psi"].items() if name != "__score__"),
+        key=lambda name: result.drift["psi"][name] or 0.0,
+    )
+    assert f"| {worst} | {result.drift['psi'][worst]:.3f} |" in summary
+    before = _full_list(settings, AS_OF)
+
+    # Every feature over the warn level: the run succeeds and says so in its summary.
+    warned = score_day(settings.with_overrides(drift_warn_psi=0.0, drift_stop_psi=50.0), AS_OF)
+    assert warned.status == "succeeded" and warned.drift is not None
+    assert warned.drift["status"] == "warn"
+    summary = summary_markdown(warned)
+    assert "## Drift: warn" in summary
+    assert "## Warnings" in summary and "- drift: drift warn" in summary
     before = _full_list(settings, AS_OF)
 
     # The same population judged with a stop level no real population stays under.

@@ -54,7 +54,7 @@ def test_prefect_yaml_deployments_are_valid() -> None:
 def test_retrain_and_nightly_flows_run_under_prefect(tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.nightly import nightly_score
+    from flows.nightly import nightly_score, summary_markdown
     from flows.retrain import retrain
 
     settings = Settings(
@@ -80,7 +80,10 @@ def test_retrain_and_nightly_flows_run_under_prefect(tmp_path: Path) -> None:
     assert runs.filter(runs["run_id"] == result.run_id)["status"].to_list() == ["succeeded"]
 
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert f"retention-list-{AS_OF.isoformat()}" in keys
-    assert f"retention-list-{AS_OF.isoformat()}-summary" in keys
+        artifacts = {a.key: a for a in client.read_artifacts()}
+    assert f"retention-list-{AS_OF.isoformat()}" in artifacts
+    summary = artifacts[f"retention-list-{AS_OF.isoformat()}-summary"]
+    assert summary.data == summary_markdown(result)
+    assert "## Drift: " in str(summary.data)
+    keys = set(artifacts)
     assert "model-report" in keys
