@@ -303,7 +303,11 @@ READ_WORKERS = 2
 """Source tables read at the same time on the fast (ADBC) paths."""
 
 _LARGEST_FIRST = ("activity", "interactions")
-_READ_ORDER = (*_LARGEST_FIRST, *(name for name in SOURCE_TABLES if name not in _LARGEST_FIRST))
+SOURCE_READ_ORDER = (
+    *_LARGEST_FIRST,
+    *(name for name in SOURCE_TABLES if name not in _LARGEST_FIRST),
+)
+"""The order the job starts its reads in: the largest tables first."""
 
 
 def extract(
@@ -333,6 +337,6 @@ def extract(
     # one table's rows while this process converts the other's. Largest tables first.
     workers = READ_WORKERS if uses_adbc(engine) else 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
-        futures = {name: pool.submit(read, name) for name in _READ_ORDER}
+        futures = {name: pool.submit(read, name) for name in SOURCE_READ_ORDER}
         frames = {name: futures[name].result() for name in SOURCE_TABLES}
     return SourceData(**frames)

@@ -53,6 +53,13 @@ def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path:
         assert entry["seconds"] >= 0
     assert written["total_seconds"] > 0
     assert written["io_floor_seconds"] is not None, written["io_floor"]
+    floor = written["io_floor"]
+    # The floor reads the way that was faster: one table after another, or as the job does.
+    assert floor["read_seconds"] == min(
+        floor["read_seconds_sequential"], floor["read_seconds_concurrent"]
+    )
+    # It reads what the job's SELECTs return; the job keeps those rows inside its window.
+    assert sum(floor["read_rows"].values()) >= written["stages"]["extract"]["rows"] > 0
     assert written["baseline_total_seconds"] is not None, written["baseline"]
     assert written["baseline"]["scored"] == written["counts"]["scored"]
     assert written["baseline"]["written"] == written["baseline"]["scored"]
