@@ -39,6 +39,7 @@ from tests.hardening.helpers import (
     wait_until,
     waiting_backends,
 )
+from warehouse.db import engine_for
 from warehouse.schema import SCHEMA_VERSION
 from warehouse.settings import Settings
 
@@ -388,3 +389,38 @@ def test_output_tables_newer_than_the_release_stop_the_run_before_it_starts(
     assert sqlite_trained.full_list()["run_id"].unique().to_list() == [
         sqlite_trained.previous_run_id
     ]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_tampered_champion_fails_the_run_and_keeps_the_previous_list(
+    trained: TrainedWarehouse,
+) -> None:
+    registry = trained.wh["model_registry"]
+    before = trained.full_list()
+    engine = engine_for(trained.settings)
+    try:
+        with engine.begin() as conn:
+            version, booster = conn.execute(
+                sa.select(registry.c.model_version, registry.c.booster).where(
+                    registry.c.status == "champion"
+                )
+            ).one()
+            conn.execute(
+                sa.update(registry)
+                .where(registry.c.model_version == version)
+                .values(booster=booster[: len(booster) // 2])
+            )
+    finally:
+        engine.dispose()
+
+    day = AS_OF.isoformat()
+    result = CliRunner().invoke(app, ["score", "--as-of", day, "--warehouse", trained.url])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    last = [line for line in result.output.splitlines() if line.strip()][-1]
+    assert last.startswith(f"error: model {version}: booster SHA-256 "), result.output
+    assert "altered or truncated" in last
+    failed = [run for run in trained.runs() if run["kind"] == "nightly"][-1]
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith(f"ModelIntegrityError: model {version}: "), failed["error"]
+    assert failed["model_version"] is None
+    assert trained.full_list().equals(before)
