@@ -59,6 +59,31 @@ def snapshot_cutoff(d: date, tz: str) -> datetime:
     return datetime.combine(d, time(0), tzinfo=ZoneInfo(tz)).astimezone(UTC)
 
 
+class FutureDateError(ValueError):
+    """A run was asked for a day that has not begun yet in the configured time zone."""
+
+
+def check_day_has_begun(as_of: date, timezone: str, now: datetime, what: str) -> datetime:
+    """The cutoff of ``as_of``; raises :class:`FutureDateError` when it is after ``now``."""
+    cutoff = snapshot_cutoff(as_of, timezone)
+    if now < cutoff:
+        raise FutureDateError(
+            f"{what} as of {as_of} is not possible yet: that day begins at "
+            f"{cutoff.isoformat()} ({timezone}), after now ({now.isoformat()}); "
+            "use today or an earlier day"
+        )
+    return cutoff
+
+
+def is_today(as_of: date, timezone: str, now: datetime) -> bool:
+    """Whether ``now`` falls on ``as_of`` in ``timezone`` (its cutoff <= now < the next one)."""
+    return (
+        snapshot_cutoff(as_of, timezone)
+        <= now
+        < snapshot_cutoff(as_of + timedelta(days=1), timezone)
+    )
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """What the feature and label builders need from the settings."""

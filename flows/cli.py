@@ -60,6 +60,7 @@ class CliError(Exception):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from features.build import FutureDateError
     from models.actions import ActionRulesError
     from models.drift import DriftStop
     from models.nightly import NoActiveCustomersError
@@ -74,6 +75,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (
         ActionRulesError,
         DriftStop,
+        FutureDateError,
         NoActiveCustomersError,
         NoCustomersError,
         ListRowsError,

@@ -12,7 +12,13 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 
-from features.build import FeatureConfig, build_features, snapshot_cutoff
+from features.build import (
+    FeatureConfig,
+    build_features,
+    check_day_has_begun,
+    is_today,
+    snapshot_cutoff,
+)
 from features.quality import feature_quality
 from models.actions import load_action_rules
 from models.drift import DriftVerdict, judge_drift, population_stability
@@ -44,14 +50,20 @@ class ScoringWindow:
 
 
 def scoring_window(settings: Settings, as_of: date, now: datetime | None = None) -> ScoringWindow:
-    """The extraction window for scoring ``as_of``."""
-    cutoff = snapshot_cutoff(as_of, settings.timezone)
+    """The extraction window for scoring ``as_of``; a day that has not begun is refused.
+
+    The window starts at the cutoff of the day ``history`` days earlier, a local midnight like
+    every cutoff the features use (so a daylight-saving change inside the window moves no
+    row in or out).
+    """
     now = (now or datetime.now(UTC)).astimezone(UTC)
+    cutoff = check_day_has_begun(as_of, settings.timezone, now, "scoring")
     history = max(FeatureConfig.from_settings(settings).history_days, settings.cooldown_days)
-    start = cutoff - timedelta(days=history)
-    if now >= cutoff:
-        # Today (or later today): read everything and treat what is later than now as bad data.
+    start = snapshot_cutoff(as_of - timedelta(days=history), settings.timezone)
+    if is_today(as_of, settings.timezone, now):
+        # Today: read everything and treat what is later than now as bad data.
         return ScoringWindow(as_of, cutoff, start, None, now)
+    # A past day (a backfill): what came after its cutoff is legitimate and not needed.
     return ScoringWindow(as_of, cutoff, start, cutoff, cutoff)
 
 

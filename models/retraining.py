@@ -23,8 +23,11 @@ import sqlalchemy as sa
 
 from features.build import (
     FeatureConfig,
+    FutureDateError,
     build_features,
+    check_day_has_begun,
     discover_event_types,
+    is_today,
     snapshot_cutoff,
 )
 from features.labels import build_labels
@@ -129,13 +132,18 @@ def training_plan(
     newest = as_of - timedelta(days=horizon)
     spacing = timedelta(days=settings.snapshot_spacing_days)
     snapshots = [newest - spacing * i for i in reversed(range(n))]
-    known_until = snapshot_cutoff(as_of, settings.timezone)
-    # The same history before the oldest snapshot as the nightly job reads before its day.
-    start = snapshot_cutoff(snapshots[0], settings.timezone) - timedelta(
-        days=FeatureConfig.from_settings(settings).history_days
-    )
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    if now >= known_until:
+    # The newest snapshot's labels need its whole horizon, up to the cutoff of as_of.
+    try:
+        known_until = check_day_has_begun(as_of, settings.timezone, now, "training")
+    except FutureDateError as exc:
+        raise TrainingPlanError(
+            f"{exc}: the newest snapshot's labels need its {horizon}-day horizon to have passed"
+        ) from None
+    # The same history before the oldest snapshot as the nightly job reads before its day.
+    history = FeatureConfig.from_settings(settings).history_days
+    start = snapshot_cutoff(snapshots[0] - timedelta(days=history), settings.timezone)
+    if is_today(as_of, settings.timezone, now):
         return TrainingPlan(as_of, snapshots, known_until, start, None, now)
     return TrainingPlan(as_of, snapshots, known_until, start, known_until, known_until)
 

@@ -8,15 +8,23 @@ learned from.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.build import FeatureConfig, build_features, discover_event_types
+from features.build import (
+    FeatureConfig,
+    FutureDateError,
+    build_features,
+    discover_event_types,
+    snapshot_cutoff,
+)
 from models.nightly import scoring_window
+from models.retraining import TrainingPlanError, training_plan
 from warehouse.demo import generate_demo
 from warehouse.extract import source_query
 from warehouse.schema import SOURCE_TABLES, build_warehouse
@@ -63,3 +71,53 @@ def test_the_scoring_window_gives_the_features_of_the_full_history(
         actual = build_features(read, [as_of], config, event_types).collect()
         assert expected.height > 100
         assert_frame_equal(actual, expected)
+
+
+@pytest.mark.parametrize("timezone", ["Europe/Berlin", "America/New_York", "Australia/Sydney"])
+def test_the_windows_start_at_a_local_midnight_across_daylight_saving(timezone: str) -> None:
+    """A window of N days that spans a clock change still starts at a local midnight.
+
+    The features' lookback starts at ``snapshot_cutoff(d - N)``; a window start 24 x N hours
+    before the cutoff would be an hour off and move rows in or out.
+    """
+    settings = Settings(timezone=timezone, label_kind="inactivity", inactivity_days=120)
+    later = datetime(2030, 1, 1, tzinfo=UTC)
+    history = FeatureConfig.from_settings(settings).history_days
+    as_of = date(2026, 1, 15)
+    window = scoring_window(settings, as_of, now=later)
+    days = max(history, settings.cooldown_days)
+    assert window.start == snapshot_cutoff(as_of - timedelta(days=days), timezone)
+    assert window.start.astimezone(ZoneInfo(timezone)).time() == time(0)
+    # The offsets differ: the window really spans a clock change.
+    assert (
+        window.start.astimezone(ZoneInfo(timezone)).utcoffset()
+        != window.cutoff.astimezone(ZoneInfo(timezone)).utcoffset()
+    )
+
+    plan = training_plan(settings, date(2026, 1, 15), now=later)
+    assert plan.start == snapshot_cutoff(plan.snapshots[0] - timedelta(days=history), timezone)
+    assert plan.start.astimezone(ZoneInfo(timezone)).time() == time(0)
+
+
+def test_today_reads_to_now_a_past_day_to_its_cutoff_and_a_future_day_is_refused() -> None:
+    settings = Settings(timezone="Europe/Berlin")
+    # 00:30 on 2 March in Berlin, still 1 March in UTC.
+    now = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+
+    today = scoring_window(settings, date(2026, 3, 2), now=now)
+    assert today.end is None and today.future_after == now
+    assert today.cutoff == datetime(2026, 3, 1, 23, tzinfo=UTC)
+
+    backfill = scoring_window(settings, date(2026, 2, 10), now=now)
+    assert backfill.end == backfill.cutoff == backfill.future_after
+    assert backfill.cutoff == datetime(2026, 2, 9, 23, tzinfo=UTC)
+
+    with pytest.raises(FutureDateError, match=r"scoring as of 2026-03-03 is not possible yet"):
+        scoring_window(settings, date(2026, 3, 3), now=now)
+
+    # Training: the newest snapshot's horizon ends at the cutoff of as_of.
+    assert training_plan(settings, date(2026, 3, 2), now=now).end is None
+    past = training_plan(settings, date(2026, 2, 10), now=now)
+    assert past.end == past.known_until == snapshot_cutoff(date(2026, 2, 10), "Europe/Berlin")
+    with pytest.raises(TrainingPlanError, match=r"horizon to have passed"):
+        training_plan(settings, date(2026, 3, 3), now=now)
