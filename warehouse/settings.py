@@ -197,6 +197,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("known_channels", "public_channels")
+    @classmethod
+    def _channel_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Channels as the data is compared with them: trimmed, lower-case, each once."""
+        names = [name.strip().lower() for name in value]
+        if any(not name for name in names):
+            raise ValueError("a channel name is empty")
+        return tuple(dict.fromkeys(names))
+
     @field_validator("warehouse_url")
     @classmethod
     def _parsable_url(cls, value: SecretStr) -> SecretStr:
@@ -212,6 +221,14 @@ class Settings(BaseSettings):
     def _thresholds(self) -> Settings:
         if self.drift_stop_psi < self.drift_warn_psi:
             raise ValueError("drift_stop_psi must be at least drift_warn_psi")
+        return self
+
+    @model_validator(mode="after")
+    def _public_channels_are_known(self) -> Settings:
+        # Validation turns unknown channels into "other": a public channel must stay itself.
+        missing = [c for c in self.public_channels if c not in self.known_channels]
+        if missing:
+            self.known_channels = (*self.known_channels, *missing)
         return self
 
     @classmethod

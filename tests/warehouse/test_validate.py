@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import polars as pl
 import pytest
 
+from features.build import FeatureConfig, build_features
+from tests.features.frames import make_sources, subscribed, ts
 from warehouse.extract import SourceData
 from warehouse.schema import SOURCE_TABLES, contract_schema
+from warehouse.settings import Settings
 from warehouse.validate import QualityReport, rule_names, validate
 
 AS_OF = datetime(2024, 6, 1, tzinfo=UTC)
@@ -349,3 +352,25 @@ def test_empty_tables_validate_to_empty_tables() -> None:
     clean, report = validate(SourceData.from_frames({}), as_of=AS_OF, known_channels=CHANNELS)
     assert clean.row_counts() == dict.fromkeys(SOURCE_TABLES, 0)
     assert report.n_quarantined == 0
+
+
+def test_a_configured_public_channel_survives_validation_and_counts_as_public() -> None:
+    """A public channel left out of known_channels must not become "other"."""
+    settings = Settings(known_channels=("phone", "email"), public_channels=(" TikTok ",))
+    assert settings.public_channels == ("tiktok",)
+    assert settings.known_channels == ("phone", "email", "tiktok")
+    sources = make_sources(
+        subscriptions=subscribed(1),
+        interactions=[
+            {"customer_id": 1, "opened_at": ts("2026-02-20"), "channel": c, "kind": "complaint"}
+            for c in ("TikTok", "phone")
+        ],
+    )
+    data = SourceData.from_frames({name: frame.collect() for name, frame in sources.items()})
+    as_of = ts("2026-03-01")
+    clean, report = validate(data, as_of=as_of, known_channels=settings.known_channels)
+    assert clean.interactions["channel"].to_list() == ["tiktok", "phone"]
+    assert report.normalised.get("interactions", {}).get("unknown_channel", 0) == 0
+    config = FeatureConfig.from_settings(settings)
+    features = build_features(clean.lazy(), [as_of.date()], config, []).collect()
+    assert features.filter(pl.col("customer_id") == 1)["public_complaints_30d"].to_list() == [1.0]
