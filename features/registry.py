@@ -943,14 +943,31 @@ _EVENT_FEATURE_NAME = re.compile(
 _SLUG_INVALID = re.compile(r"[^a-z0-9]+")
 
 
+MAX_FEATURE_NAME_LENGTH: Final = 64
+"""Longest feature name: reason codes are stored in ``varchar(64)`` columns."""
+
+MAX_EVENT_TYPE_SLUG_LENGTH: Final = (
+    MAX_FEATURE_NAME_LENGTH
+    - len("activity__")
+    - max(len(suffix) for suffix in EVENT_FEATURE_SUFFIXES)
+)
+"""Longest slug, so that every ``activity_<slug>_<suffix>`` name fits."""
+
+
 def event_type_slug(event_type: str) -> str:
     """The snake_case part of column names for an event type (``"Page View"`` -> ``page_view``).
 
-    Types without any ASCII letter or digit get ``t`` plus a short hash of the type.
+    Types without any ASCII letter or digit get ``t`` plus a short hash of the type. A slug
+    longer than :data:`MAX_EVENT_TYPE_SLUG_LENGTH` is cut and ends in a short hash of the
+    whole type, so long types that share a beginning stay apart.
     """
+    digest = hashlib.sha1(event_type.encode(), usedforsecurity=False).hexdigest()[:8]
     slug = _SLUG_INVALID.sub("_", event_type.lower()).strip("_")
     if not slug:
-        slug = "t" + hashlib.sha1(event_type.encode(), usedforsecurity=False).hexdigest()[:8]
+        return "t" + digest
+    if len(slug) > MAX_EVENT_TYPE_SLUG_LENGTH:
+        keep = MAX_EVENT_TYPE_SLUG_LENGTH - len(digest) - 1
+        slug = f"{slug[:keep].rstrip('_')}_{digest}"
     return slug
 
 

@@ -10,6 +10,7 @@ from features.registry import (
     FEATURES,
     GROUPS,
     HELPERS,
+    MAX_FEATURE_NAME_LENGTH,
     SOURCES,
     Typical,
     categorical_features,
@@ -23,6 +24,8 @@ from features.registry import (
     reason_topics,
     render_reason,
 )
+from warehouse.schema import build_warehouse
+from warehouse.settings import Settings
 
 REQUIRED = (
     "open_complaints",
@@ -383,3 +386,20 @@ def test_every_template_renders_for_a_typical_row() -> None:
 def test_unknown_feature_reason_raises() -> None:
     with pytest.raises(KeyError):
         render_reason("no_such_feature", {})
+
+
+def test_long_event_types_give_feature_names_that_fit_the_reason_code_columns() -> None:
+    columns = build_warehouse(Settings())["retention_list"].c
+    width = min(columns[f"reason_{k}_code"].type.length or 0 for k in (1, 2, 3))
+    assert width == MAX_FEATURE_NAME_LENGTH
+    long_a = "Customer support portal visit from mobile app v2 " + "a" * 15
+    long_b = long_a[:-1] + "b"
+    assert len(long_a) == 64  # the contract's longest event_type
+    names = feature_columns([long_a, long_b, "x" * 64, "short"])
+    assert max(len(name) for name in names) <= width
+    slug_a, slug_b = event_type_slug(long_a), event_type_slug(long_b)
+    assert slug_a != slug_b
+    assert slug_a.startswith("customer_support_portal_visit_from_")
+    assert event_type_slug("short") == "short"
+    feature = get_feature(f"activity_{slug_a}_events_90d")
+    assert feature.source == "activity" and feature.window_days == 90
