@@ -621,7 +621,10 @@ def measure_nightly_stages(settings: Any, as_of: date, log: StageLog) -> dict[st
                 lambda: prioritise(
                     scored,
                     cooled_down_customers(
-                        clean.retention_contacts, window.cutoff, settings.cooldown_days
+                        clean.retention_contacts,
+                        window.cutoff,
+                        settings.cooldown_days,
+                        timezone=settings.timezone,
                     ),
                     config,
                 ),

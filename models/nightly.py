@@ -147,7 +147,10 @@ def score_and_list(
     """Score, prioritise (with the contact cool-down), explain and recommend actions."""
     config = PrioritySettings.from_settings(settings)
     cooled = cooled_down_customers(
-        sources.retention_contacts, window.cutoff, settings.cooldown_days
+        sources.retention_contacts,
+        window.cutoff,
+        settings.cooldown_days,
+        timezone=settings.timezone,
     )
     return build_retention_list(
         model.model,

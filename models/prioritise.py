@@ -132,10 +132,16 @@ def as_of_cutoff(as_of: date, timezone: str) -> datetime:
 
 
 def cooled_down_customers(
-    contacts: pl.LazyFrame | pl.DataFrame, as_of_cutoff: datetime, cooldown_days: int
+    contacts: pl.LazyFrame | pl.DataFrame,
+    as_of_cutoff: datetime,
+    cooldown_days: int,
+    *,
+    timezone: str,
 ) -> pl.DataFrame:
-    """Customers contacted in ``[as_of_cutoff - cooldown_days, as_of_cutoff)``.
+    """Customers contacted in the ``cooldown_days`` local days before ``as_of_cutoff``.
 
+    The window is ``[start of (as_of - cooldown_days), start of as_of)`` in ``timezone``:
+    local midnights, so a daylight-saving change inside it moves neither end.
     ``contacts`` has the ``retention_contacts`` columns ``customer_id`` and
     ``contacted_at`` (a time-zone-aware datetime). Returns one row per customer
     (column ``customer_id``, sorted). ``cooldown_days = 0`` means no cool-down.
@@ -156,7 +162,8 @@ def cooled_down_customers(
             f"got {contacted_at}"
         )
     cutoff = as_of_cutoff.astimezone(ZoneInfo("UTC"))
-    start = cutoff - timedelta(days=cooldown_days)
+    as_of = cutoff.astimezone(ZoneInfo(timezone)).date()
+    start = snapshot_cutoff(as_of - timedelta(days=cooldown_days), timezone)
     in_window = pl.col("contacted_at").dt.convert_time_zone("UTC")
     return (
         lazy.filter(in_window.is_between(pl.lit(start), pl.lit(cutoff), closed="left"))

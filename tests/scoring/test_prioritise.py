@@ -168,11 +168,28 @@ def test_cool_down_window_is_half_open_before_the_cutoff() -> None:
         },
         schema={"customer_id": pl.Int64, "contacted_at": pl.Datetime("us", "UTC")},
     )
-    cooled = cooled_down_customers(contacts.lazy(), cutoff, 14)
+    zone = "Europe/Amsterdam"
+    cooled = cooled_down_customers(contacts.lazy(), cutoff, 14, timezone=zone)
     assert cooled["customer_id"].to_list() == [1, 4]
-    assert cooled_down_customers(contacts, cutoff, 0).height == 0
+    assert cooled_down_customers(contacts, cutoff, 0, timezone=zone).height == 0
     with pytest.raises(ValueError, match="time-zone aware"):
-        cooled_down_customers(contacts, cutoff.replace(tzinfo=None), 14)
+        cooled_down_customers(contacts, cutoff.replace(tzinfo=None), 14, timezone=zone)
+
+
+def test_cool_down_window_starts_at_a_local_midnight_across_a_clock_change() -> None:
+    """Berlin leaves summer time on 25 October 2026: 14 local days are 14 x 24 h + 1 h."""
+    cutoff = as_of_cutoff(date(2026, 11, 5), "Europe/Berlin")
+    assert cutoff == datetime(2026, 11, 4, 23, 0, tzinfo=UTC)
+    start = datetime(2026, 10, 21, 22, 0, tzinfo=UTC)  # 22 October, 00:00 summer time
+    contacts = pl.DataFrame(
+        {
+            "customer_id": [1, 2],
+            "contacted_at": [start + timedelta(minutes=30), start - timedelta(microseconds=1)],
+        },
+        schema={"customer_id": pl.Int64, "contacted_at": pl.Datetime("us", "UTC")},
+    )
+    cooled = cooled_down_customers(contacts, cutoff, 14, timezone="Europe/Berlin")
+    assert cooled["customer_id"].to_list() == [1]
 
 
 def reference_listing(frame: pl.DataFrame, cooled: set[int], config: PrioritySettings) -> list[int]:
