@@ -125,9 +125,9 @@ def _scoring_runs() -> list[sa.Column[object]]:
         sa.Column("n_listed", sa.Integer),
         sa.Column("n_quarantined", sa.Integer),
         sa.Column("n_cooled_down", sa.Integer),
-        sa.Column("timings", sa.JSON),
-        sa.Column("data_quality", sa.JSON),
-        sa.Column("drift", sa.JSON),
+        sa.Column("timings", sa.JSON(none_as_null=True)),
+        sa.Column("data_quality", sa.JSON(none_as_null=True)),
+        sa.Column("drift", sa.JSON(none_as_null=True)),
         sa.Column("error", sa.Text),
     ]
 
@@ -152,7 +152,7 @@ def _model_registry() -> list[sa.Column[object]]:
         sa.Column("booster", sa.Text, nullable=False),
         sa.Column("booster_sha256", sa.String(64), nullable=False),
         sa.Column("calibrator", sa.JSON, nullable=False),
-        sa.Column("training_reference", sa.JSON),
+        sa.Column("training_reference", sa.JSON(none_as_null=True)),
         sa.Column("report_path", sa.Text),
     ]
 

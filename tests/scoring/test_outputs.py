@@ -349,3 +349,19 @@ def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
     assert "no heartbeat" in str(run_row(engine, wh, stale_run)["error"])
     assert run_row(engine, wh, live_run)["status"] == "running"
     assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 0
+
+
+def test_a_run_without_drift_or_data_quality_stores_sql_null(
+    engine: sa.Engine, wh: Warehouse
+) -> None:
+    """``WHERE drift IS NULL`` finds training runs: no JSON ``null`` stands in for it."""
+    run_id = start_run(engine, wh, kind="train", as_of=AS_OF)
+    finish_run(engine, wh, run_id, model_version="m-1", timings={"fit": 1.0})
+    runs = wh["scoring_runs"]
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(runs.c.run_id).where(
+                runs.c.drift.is_(None), runs.c.data_quality.is_(None), runs.c.run_id == run_id
+            )
+        ).all()
+    assert [row.run_id for row in found] == [run_id]
