@@ -224,31 +224,39 @@ def select_reasons(
     One reason per topic: the strongest candidate of the topic whose sentence renders.
     Actionable reasons come first; context reasons fill the remaining slots only when
     weaker than every actionable reason given (candidates are in descending order, so a
-    context reason is usable only once no actionable reason follows it).
+    context reason is usable only once no actionable reason follows it). A context reason
+    left out for being stronger does not count for its topic.
     """
-    actionable: list[tuple[str, str]] = []
-    context: list[tuple[int, str, str]] = []  # (position among candidates, code, sentence)
-    last_actionable = -1
     used_topics: set[str] = set()
+    actionable: list[tuple[str, str]] = []
+    last_actionable = -1
     for position, j in enumerate(candidates):
         trait = traits[j]
-        if trait is None or trait.topic in used_topics:
-            continue
-        if trait.context and len(context) >= top_n:
+        if trait is None or trait.context or trait.topic in used_topics:
             continue
         sentence = render(names[j], row, typical)
         if not sentence:
             continue
         used_topics.add(trait.topic)
-        if trait.context:
-            context.append((position, names[j], sentence))
-        else:
-            actionable.append((names[j], sentence))
-            last_actionable = position
-            if len(actionable) == top_n:
-                break
-    fill = [(code, sentence) for position, code, sentence in context if position > last_actionable]
-    return (actionable + fill)[:top_n]
+        actionable.append((names[j], sentence))
+        last_actionable = position
+        if len(actionable) == top_n:
+            return actionable
+    # Context reasons only after the weakest actionable one; one left out because it was
+    # stronger does not take its topic from a weaker one that can fill a slot.
+    fill: list[tuple[str, str]] = []
+    for j in candidates[last_actionable + 1 :]:
+        trait = traits[j]
+        if trait is None or not trait.context or trait.topic in used_topics:
+            continue
+        sentence = render(names[j], row, typical)
+        if not sentence:
+            continue
+        used_topics.add(trait.topic)
+        fill.append((names[j], sentence))
+        if len(actionable) + len(fill) == top_n:
+            break
+    return actionable + fill
 
 
 def explain_listed(

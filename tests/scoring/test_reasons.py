@@ -43,22 +43,29 @@ def expected_reasons(
     comparison with typical only when the model scores the typical value lower, actionable
     before context, context only when weaker than every actionable reason."""
     ranked = sorted(((v, n) for n, v in by_name.items() if v > 0), reverse=True)
-    actionable: list[tuple[float, str]] = []
-    context: list[tuple[float, str]] = []
     topics: set[str] = set()
-    for value, name in ranked:
+
+    def usable(name: str) -> bool:
         feature = get_feature(name)
         if feature.reason is None or feature.reason_topic in topics:
-            continue
+            return False
         if render_reason(name, row, typical) is None:
-            continue
-        if feature.typical is not None and not what_if_lowers(model, row, name, typical[name]):
-            continue
-        topics.add(feature.reason_topic)
-        (context if feature.context else actionable).append((value, name))
+            return False
+        return feature.typical is None or what_if_lowers(model, row, name, typical[name])
+
+    actionable: list[tuple[float, str]] = []
+    for value, name in ranked:
+        if not get_feature(name).context and usable(name):
+            topics.add(get_feature(name).reason_topic)
+            actionable.append((value, name))
     actionable = actionable[:3]
     floor = actionable[-1][0] if actionable else np.inf
-    return [n for _, n in actionable] + [n for v, n in context if v < floor][: 3 - len(actionable)]
+    context: list[str] = []
+    for value, name in ranked:
+        if get_feature(name).context and value < floor and usable(name):
+            topics.add(get_feature(name).reason_topic)
+            context.append(name)
+    return [n for _, n in actionable] + context[: 3 - len(actionable)]
 
 
 def test_reasons_are_positive_top_contributions_one_per_topic(
@@ -182,13 +189,23 @@ def test_an_injected_renderer_and_traits() -> None:
 
 
 def test_one_reason_per_topic_and_context_last() -> None:
-    names = ["complaints_90d", "complaints_30d", "segment", "contacts_30d", "open_complaints"]
+    names = [
+        "complaints_90d",
+        "complaints_30d",
+        "segment",
+        "contacts_30d",
+        "open_complaints",
+        "current_mrr",
+        "plan",
+    ]
     traits = [
         ReasonTraits("complaints"),
         ReasonTraits("complaints"),
         ReasonTraits("segment", context=True),
         ReasonTraits("contacts"),
         ReasonTraits("open_complaints"),
+        ReasonTraits("plan", context=True),
+        ReasonTraits("plan", context=True),
     ]
 
     def render(name: str, row: Mapping[str, Any], typical: Mapping[str, Any]) -> str | None:
@@ -206,6 +223,9 @@ def test_one_reason_per_topic_and_context_last() -> None:
     assert pick([2, 0, 3], {}) == ["complaints_90d", "contacts_30d"]
     assert pick([0, 3, 2], {}) == ["complaints_90d", "contacts_30d", "segment"]
     assert pick([0, 3, 4, 2], {}) == ["complaints_90d", "contacts_30d", "open_complaints"]
+    # A context reason left out for being stronger leaves its topic to a weaker one.
+    assert pick([5, 4, 6], {}) == ["open_complaints", "plan"]
+    assert pick([4, 5, 6], {}) == ["open_complaints", "current_mrr"]
     # Only context reasons: they are the reasons.
     assert pick([2], {}) == ["segment"]
     assert pick([0, 1, 4, 3], {}, top_n=2) == ["complaints_90d", "open_complaints"]
