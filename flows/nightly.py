@@ -252,6 +252,7 @@ def _score_locked(
             )
             timings.update({f"score.{k}": v for k, v in scored.timings.items()})
             counts.update({k.removeprefix("n_"): v for k, v in scored.counts.items()})
+            warnings += scored.warnings
             verdict = _timed(timings, "drift", drift_task, settings, champion, features, scored)
             drift = verdict.to_dict() if verdict is not None else {"status": "unavailable"}
             if verdict is not None and verdict.status == "stop":

@@ -115,6 +115,8 @@ class PrioritisedList:
     n_scored: int
     n_listed: int
     n_cooled_down: int
+    warnings: list[str] = field(default_factory=list)
+    """Configuration that had no effect tonight (a segment cap matching no segment)."""
 
     @property
     def listed_customer_ids(self) -> pl.Series:
@@ -265,4 +267,19 @@ def prioritise(
         n_scored=frame.height,
         n_listed=int(frame["listed"].sum()),
         n_cooled_down=int(frame["cooled_down"].sum()),
+        warnings=_unmatched_caps(caps, frame["segment"]),
     )
+
+
+def _unmatched_caps(caps: Mapping[str, int], segments: pl.Series) -> list[str]:
+    """One warning per segment cap whose segment nobody scored tonight belongs to."""
+    present = set(segments.drop_nulls().unique().to_list())
+    missing = sorted(segment for segment in caps if segment not in present)
+    if not missing:
+        return []
+    known = ", ".join(repr(s) for s in sorted(present)[:10]) or "none"
+    return [
+        f"segment cap {segment!r} matches no scored customer (segments are compared exactly; "
+        f"tonight's segments: {known})"
+        for segment in missing
+    ]

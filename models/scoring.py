@@ -118,6 +118,11 @@ class ScoredList:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def warnings(self) -> list[str]:
+        """What the run should report about tonight's list (see :class:`PrioritisedList`)."""
+        return list(self.prioritised.warnings)
+
+    @property
     def counts(self) -> dict[str, int]:
         """``n_scored``, ``n_listed`` and ``n_cooled_down`` for the run record."""
         return {

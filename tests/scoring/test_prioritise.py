@@ -90,6 +90,15 @@ def test_capacity_segment_caps_and_cool_down() -> None:
     assert result.n_scored == 7
     assert result.frame.filter(pl.col("customer_id") == 2)["cooled_down"].item()
     assert result.listed_customer_ids.to_list() == [1, 3, 4, 6]
+    assert result.warnings == []
+
+    # A cap on a segment nobody has (a different spelling) limits nothing and says so.
+    loose = prioritise(frame, cooled, PrioritySettings(capacity=4, segment_capacity={"SMB": 1}))
+    assert loose.frame.filter("listed")["customer_id"].to_list() == [1, 3, 4, 5]
+    assert loose.warnings == [
+        "segment cap 'SMB' matches no scored customer (segments are compared exactly; "
+        "tonight's segments: 'enterprise', 'smb')"
+    ]
 
 
 def test_priority_is_the_likelihood_against_the_mean_listed_or_not() -> None:
