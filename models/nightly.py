@@ -67,16 +67,37 @@ def scoring_window(settings: Settings, as_of: date, now: datetime | None = None)
     return ScoringWindow(as_of, cutoff, start, cutoff, cutoff)
 
 
+FEATURE_SETTINGS: tuple[str, ...] = ("lookback_days", "inactivity_days", "public_channels")
+"""Settings that change what a model's features and population mean: scoring uses the
+champion's own. (The time zone is recorded too, but day boundaries follow the settings.)"""
+
+
+def champion_feature_settings(settings: Settings) -> dict[str, Any]:
+    """What a model records at registration of the settings that shaped its features."""
+    recorded: dict[str, Any] = {name: getattr(settings, name) for name in FEATURE_SETTINGS}
+    recorded["public_channels"] = list(settings.public_channels)
+    recorded["timezone"] = settings.timezone
+    return recorded
+
+
 def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[Settings, list[str]]:
-    """The settings to score with ``model``: its own label kind and horizon.
+    """The settings to score with ``model``: its own label kind, horizon and feature settings.
 
     The champion's probability means "churns within *its* horizon, by *its* label kind", so
-    the population and the value at risk follow the model, not the configuration. Returns
-    the settings and one warning per setting that differed from the model's.
+    the population and the value at risk follow the model, not the configuration; so do the
+    lookback, the inactivity period and the public channels its features were built with
+    (for a model that recorded them). Returns the settings and one warning per setting
+    that differed from the model's; a different time zone is only reported.
     """
+    recorded = dict(model.feature_settings)
+    wanted: dict[str, Any] = {"label_kind": model.label_kind, "horizon_days": model.horizon_days}
+    for name in FEATURE_SETTINGS:
+        if name in recorded:
+            value = recorded[name]
+            wanted[name] = tuple(value) if name == "public_channels" else int(value)
     changes: dict[str, Any] = {}
     warnings: list[str] = []
-    for name, value in (("label_kind", model.label_kind), ("horizon_days", model.horizon_days)):
+    for name, value in wanted.items():
         configured = getattr(settings, name)
         if configured != value:
             changes[name] = value
@@ -84,9 +105,15 @@ def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[S
                 f"champion {model.version} was trained with {name}={value} but the settings "
                 f"say {configured}; scoring uses the champion's {value}"
             )
+    zone = recorded.get("timezone")
+    if zone is not None and zone != settings.timezone:
+        warnings.append(
+            f"champion {model.version} was trained with timezone={zone} but the settings say "
+            f"{settings.timezone}; days start at midnight in {settings.timezone}"
+        )
     if not changes:
-        return settings, []
-    return settings.model_copy(update=changes), warnings
+        return settings, warnings
+    return settings.with_overrides(**changes), warnings
 
 
 def extract_sources(engine: sa.Engine, wh: Warehouse, window: ScoringWindow) -> SourceData:

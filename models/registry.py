@@ -25,7 +25,7 @@ import math
 import platform
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -222,6 +222,10 @@ class RegisteredModel:
     booster_sha256: str
     training_reference: dict[str, Any] | None
     report_path: str | None
+    feature_settings: dict[str, Any] = field(default_factory=dict)
+    """The settings that shaped the features and the population when it was trained
+    (``lookback_days``, ``inactivity_days``, ``public_channels``, ``timezone``); empty for
+    models registered before they were recorded."""
 
     @property
     def features(self) -> list[str]:
@@ -251,6 +255,7 @@ def register(
     label_kind: str,
     horizon_days: int,
     training_reference: Mapping[str, Any] | None = None,
+    feature_settings: Mapping[str, Any] | None = None,
     report_path: str | None = None,
     created_at: datetime | None = None,
     version: str | None = None,
@@ -276,6 +281,7 @@ def register(
         "categories": {name: list(model.categories[name]) for name in model.categorical},
         "validation_dates": [d.isoformat() for d in model.validation_dates],
         "event_types": list(model.event_types),
+        "feature_settings": dict(feature_settings or {}),
     }
     stored_metrics = dict(_json_safe(dict(metrics)))
     stored_metrics.setdefault("promotions", [])
@@ -357,6 +363,7 @@ def _restore(row: sa.RowMapping) -> RegisteredModel:
     best_iteration = int(params.pop("best_iteration", 0))
     validation_dates = [date.fromisoformat(d) for d in params.pop("validation_dates", [])]
     event_types = [str(e) for e in params.pop("event_types", [])]
+    feature_settings = dict(params.pop("feature_settings", None) or {})
     categories = {str(k): [str(v) for v in levels] for k, levels in categories_raw.items()}
     try:
         FeatureEncoding(tuple(features), tuple(categorical), categories)
@@ -398,6 +405,7 @@ def _restore(row: sa.RowMapping) -> RegisteredModel:
         booster_sha256=expected,
         training_reference=None if reference is None else dict(reference),
         report_path=row["report_path"],
+        feature_settings=feature_settings,
     )
 
 

@@ -41,6 +41,7 @@ from models.evaluate import (
     evaluate_candidate,
     training_overlap,
 )
+from models.nightly import champion_feature_settings
 from models.registry import (
     NoChampionError,
     RegisteredModel,
@@ -441,6 +442,7 @@ def register_and_gate(
         label_kind=settings.label_kind,
         horizon_days=settings.horizon_days if horizon_days is None else horizon_days,
         training_reference=drift_reference(model, evaluation),
+        feature_settings=champion_feature_settings(settings),
     )
     promoted = passed and allow_promotion
     if promoted:

@@ -66,13 +66,18 @@ def test_round_trip_restores_a_model_that_scores_identically(
     registry: Registry, trained: TrainedModel, labelled: pl.DataFrame
 ) -> None:
     engine, wh = registry
-    version = _register(registry, trained, 12, training_reference={"rows": 3600})
+    recorded = {"lookback_days": 90, "public_channels": ["x"], "timezone": "Europe/Paris"}
+    version = _register(
+        registry, trained, 12, training_reference={"rows": 3600}, feature_settings=recorded
+    )
     digest = booster_sha256(trained.booster_text())
     assert version == f"m-20261122-143012-{digest[:8]}"
     assert version == new_version(trained, datetime(2026, 11, 22, 14, 30, 12, tzinfo=UTC))
 
     loaded = load_model(engine, wh, version)
     assert loaded.status == CHALLENGER
+    assert loaded.feature_settings == recorded
+    assert "feature_settings" not in loaded.model.params
     assert loaded.booster_sha256 == digest
     assert loaded.created_at == datetime(2026, 11, 22, 14, 30, 12, tzinfo=UTC)
     model = loaded.model
