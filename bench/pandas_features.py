@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,9 +60,25 @@ def _prepare_subscriptions(frame: pd.DataFrame) -> pd.DataFrame:
     subs = frame.sort_values(
         ["customer_id", "started_at", "mrr", "plan"], kind="stable", na_position="last"
     ).copy()
-    previous_mrr = subs.groupby("customer_id")["mrr"].shift(1)
-    subs["is_downgrade"] = (subs["mrr"] < previous_mrr).fillna(False)
+    subs["order"] = subs.groupby("customer_id").cumcount()
     return subs
+
+
+def _downgrades(subs: pd.DataFrame, started: pd.DataFrame, lookback_start: Any) -> pd.Series:
+    """Per started subscription: MRR below the latest earlier one still running in the
+    lookback period (ended at or after its start, or open)."""
+    running = subs[subs["ended_at"].isna() | (subs["ended_at"] >= lookback_start)]
+    pairs = started[["customer_id", "order", "mrr"]].merge(
+        running[["customer_id", "order", "mrr"]], on="customer_id", suffixes=("", "_previous")
+    )
+    pairs = pairs[pairs["order_previous"] < pairs["order"]].sort_values("order_previous")
+    previous = pairs.groupby(["customer_id", "order"])["mrr_previous"].last()
+    index = pd.MultiIndex.from_frame(started[["customer_id", "order"]])
+    mrr = started["mrr"].to_numpy(dtype=float, na_value=np.nan)
+    previous_mrr = previous.reindex(index).to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        lower = mrr < previous_mrr  # NaN on either side: not a downgrade
+    return pd.Series(lower, index=started.index)
 
 
 def _count(mask: pd.Series, by: pd.Series) -> pd.Series:
@@ -217,10 +234,11 @@ def _population_and_commercial(
         (subs["started_at"] < cutoff)
         & (subs["started_at"] >= _cutoff(d, config, config.lookback_days))
     ]
+    is_downgrade = _downgrades(subs, started, _cutoff(d, config, config.lookback_days))
     for w in (30, 90):
         in_window = started["started_at"] >= _cutoff(d, config, w)
         frame[f"plan_downgrades_{w}d"] = _count(
-            started["is_downgrade"] & in_window, started["customer_id"]
+            is_downgrade & in_window, started["customer_id"]
         ).reindex(frame.index)
     return frame
 

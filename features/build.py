@@ -572,33 +572,51 @@ def subscription_snapshot_rows(
     """Subscriptions started in each snapshot's lookback period, flagged when a downgrade.
 
     A downgrade is a subscription whose MRR is below that of the customer's previous
-    subscription (by start; ties by MRR, then plan), when that previous subscription was
-    still running at some point of the snapshot's lookback period.
+    subscription: the latest one before it (by start; ties by MRR, then plan) of those
+    still running at some point of the snapshot's lookback period. Subscriptions that
+    ended before the lookback are not read for scoring, so they never count, and which
+    one is "previous" does not depend on how much older history was read.
     """
-    subscriptions = source_frame(sources, "subscriptions")
-    same_customer = pl.col("customer_id") == pl.col("customer_id").shift(1)
-    flagged = (
-        subscriptions.filter(pl.col("started_at") < snapshots.cutoffs(0).max())
-        .sort("customer_id", "started_at", "mrr", "plan", nulls_last=True)
-        .with_columns(
-            _lower_mrr=(same_customer & (pl.col("mrr") < pl.col("mrr").shift(1))).fill_null(False),
-            _previous_ended_at=pl.col("ended_at").shift(1),
-        )
-        .select("customer_id", "started_at", "_lower_mrr", "_previous_ended_at")
+    order = ["customer_id", "started_at", "mrr", "plan"]
+    ordered = (
+        source_frame(sources, "subscriptions")
+        .filter(pl.col("started_at") < snapshots.cutoffs(0).max())
+        .sort(order, nulls_last=True)
+        .with_columns(_order=pl.int_range(pl.len(), dtype=pl.UInt32).over("customer_id"))
     )
-    # The previous subscription counts when it still ran in the snapshot's lookback period:
-    # older ones are not read for scoring, so training must not see them either.
+    started = _in_lookback(
+        ordered.select("customer_id", "started_at", "mrr", "_order"), "started_at", snapshots
+    )
+    keys = [SNAPSHOT_INDEX, "customer_id", "_order"]
     lookback_start = pl.lit(snapshots.cutoffs(snapshots.lookback_days)).gather(
         pl.col(SNAPSHOT_INDEX)
     )
-    previous_in_lookback = pl.col("_previous_ended_at").is_null() | (
-        pl.col("_previous_ended_at") >= lookback_start
+    previous = (
+        started.select(keys)
+        .join(
+            ordered.select(
+                "customer_id",
+                pl.col("_order").alias("_previous_order"),
+                pl.col("mrr").alias("_previous_mrr"),
+                pl.col("ended_at").alias("_previous_ended_at"),
+            ),
+            on="customer_id",
+        )
+        .filter(
+            (pl.col("_previous_order") < pl.col("_order"))
+            & (
+                pl.col("_previous_ended_at").is_null()
+                | (pl.col("_previous_ended_at") >= lookback_start)
+            )
+        )
+        .group_by(keys)
+        .agg(pl.col("_previous_mrr").sort_by("_previous_order").last())
     )
     return (
-        _in_lookback(flagged, "started_at", snapshots)
+        started.join(previous, on=keys, how="left")
         .with_columns(*_window_flags("started_at"))
-        .with_columns(is_downgrade=pl.col("_lower_mrr") & previous_in_lookback)
-        .drop("_lower_mrr", "_previous_ended_at")
+        .with_columns(is_downgrade=(pl.col("mrr") < pl.col("_previous_mrr")).fill_null(False))
+        .drop("_order", "_previous_mrr", "mrr")
     )
 
 

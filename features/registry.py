@@ -842,7 +842,8 @@ def _commercial() -> list[Feature]:
                 f"plan_downgrades_{days}d",
                 "commercial",
                 f"Subscriptions started in the last {days} days with a lower MRR than the "
-                "customer's previous subscription.",
+                "customer's previous subscription (the latest earlier one still running in "
+                "the lookback period).",
                 "downgrades",
                 days,
                 f"{{plan_downgrades_{days}d:#plan downgrade}} in the last {days} days",

@@ -25,6 +25,7 @@ from features.build import (
 )
 from models.nightly import scoring_window
 from models.retraining import TrainingPlanError, training_plan
+from tests.features.frames import make_sources, ts
 from warehouse.demo import generate_demo
 from warehouse.extract import source_query
 from warehouse.schema import SOURCE_TABLES, build_warehouse
@@ -121,3 +122,37 @@ def test_today_reads_to_now_a_past_day_to_its_cutoff_and_a_future_day_is_refused
     assert past.end == past.known_until == snapshot_cutoff(date(2026, 2, 10), "Europe/Berlin")
     with pytest.raises(TrainingPlanError, match=r"horizon to have passed"):
         training_plan(settings, date(2026, 3, 3), now=now)
+
+
+def test_a_downgrade_is_judged_the_same_from_the_window_and_from_the_full_history() -> None:
+    """The previous subscription is one still running in the lookback, however much older
+    history was read: B (ended long ago) is not C's previous one, A (still open) is."""
+    settings = Settings()
+    as_of = date(2026, 3, 1)
+    full = make_sources(
+        subscriptions=[
+            {"customer_id": 1, "started_at": ts("2024-01-01"), "plan": "pro", "mrr": 100.0},
+            {
+                "customer_id": 1,
+                "started_at": ts("2024-06-01"),
+                "ended_at": ts("2024-07-01"),
+                "plan": "max",
+                "mrr": 200.0,
+            },
+            {"customer_id": 1, "started_at": ts("2026-02-20"), "plan": "basic", "mrr": 50.0},
+        ]
+    )
+    window = scoring_window(settings, as_of, now=datetime(2030, 1, 1, tzinfo=UTC))
+    wh = build_warehouse(settings)
+    read = {}
+    for name in SOURCE_TABLES:
+        _, exact = source_query(
+            wh, name, window_start=window.start, window_end=window.end, dialect="postgresql"
+        )
+        read[name] = full[name].filter(exact)
+    assert read["subscriptions"].select(pl.len()).collect().item() == 2  # B is not read
+    config = FeatureConfig.from_settings(settings)
+    columns = ["plan_downgrades_30d", "plan_downgrades_90d"]
+    expected = build_features(full, [as_of], config, []).select(columns).collect()
+    actual = build_features(read, [as_of], config, []).select(columns).collect()
+    assert expected.rows() == actual.rows() == [(1.0, 1.0)]
