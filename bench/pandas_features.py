@@ -170,8 +170,7 @@ def _activity_features(
     activity: pd.DataFrame, d: date, config: FeatureConfig, event_types: Sequence[str]
 ) -> dict[str, pd.Series]:
     cutoff = _cutoff(d, config)
-    act = activity[activity["event_type"].isin(list(event_types))]
-    act = act[(act["occurred_at"] >= _cutoff(d, config, config.lookback_days))]
+    act = activity[(activity["occurred_at"] >= _cutoff(d, config, config.lookback_days))]
     act = act[act["occurred_at"] < cutoff]
     by = act["customer_id"]
     window = {w: act["occurred_at"] >= _cutoff(d, config, w) for w in WINDOWS}

@@ -473,8 +473,8 @@ def activity_aggregates(
 ) -> pl.LazyFrame:
     """Activity aggregations for every (``_snapshot``, ``customer_id``) of ``keys``.
 
-    Activity is the largest table, so it is never expanded per snapshot: its rows (of the
-    model's event types, in the lookback of some snapshot, of customers in ``keys``) are
+    Activity is the largest table, so it is never expanded per snapshot: its rows (of every
+    event type, in the lookback of some snapshot, of customers in ``keys``) are
     sorted once by customer and time and every summed value is accumulated. A window sum
     is the difference of the running totals just before the window's two boundaries, both
     found with one ``join_asof`` per boundary; ``last`` is the instant, to the second, of the
@@ -501,7 +501,6 @@ def activity_aggregates(
             .cast(pl.Enum(list(event_types)), strict=False)
             .to_physical()
         )
-        .filter(pl.col("event_type_index").is_not_null())
         .join(codes, on="customer_id", how="inner")
         .select(
             _lookup_key(pl.col("_code"), occurred, base).alias("_key"),
@@ -757,7 +756,8 @@ def build_features(
     :func:`features.registry.feature_columns` ``(event_types)`` in that order, then the
     helper columns of :data:`features.registry.HELPERS` (for reason sentences, not model
     features). Categorical features are strings, the rest Float64. Activity of event types
-    not in ``event_types`` is ignored.
+    not in ``event_types`` gets no features of its own but counts in the activity totals,
+    the trend and the days since the last activity.
     """
     known = Snapshots.of(snapshots, config)
     event_features = event_type_features(event_types)

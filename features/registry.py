@@ -22,8 +22,9 @@ Row columns the aggregations read (prepared in :mod:`features.build`):
   null or false otherwise) and ``is_repeat`` (opened within 7 days of the customer's
   previous contact).
 * ``activity``: the activity rows themselves (``occurred_at``, ``event_type_index`` - the
-  type's position in the model's event types -, ``value``), summed over windows
-  (``window_sum``) or read at the latest row before the cutoff (``last``, to the second).
+  type's position in the model's event types, null for other types -, ``value``), summed
+  over windows (``window_sum``) or read at the latest row before the cutoff (``last``, to
+  the second).
 * ``subscriptions``: one row per (snapshot, subscription started in its lookback period):
   ``in_30d``/``in_90d`` and ``is_downgrade`` (MRR below the customer's previous subscription).
 * ``customer``: one row per (snapshot, customer in the population) with the customer's
@@ -713,7 +714,7 @@ def _engagement() -> list[Feature]:
         _simple(
             f"activity_events_{days}d",
             "engagement",
-            f"Activity events of the model's event types in the last {days} days.",
+            f"Activity events (of any type) in the last {days} days.",
             "events",
             days,
             f"{{activity_events_{days}d:#activity event}} in the last {days} days",
@@ -744,8 +745,8 @@ def _engagement() -> list[Feature]:
         _elapsed(
             "days_since_last_activity",
             "engagement",
-            "Days from the customer's last activity event (of the model's event types) in the "
-            "lookback period, to the second, to the snapshot; null without any.",
+            "Days from the customer's last activity event (of any type) in the lookback "
+            "period, to the second, to the snapshot; null without any.",
             "days",
             None,
             f"no activity for {{days_since_last_activity:{_DAYS}}}",
@@ -979,7 +980,12 @@ def event_type_topic(slug: str) -> str:
 
 def _event_feature(slug: str, suffix: str, type_index: int | None) -> Feature:
     name = f"activity_{slug}_{suffix}"
-    is_type = pl.lit(False) if type_index is None else pl.col("event_type_index") == type_index
+    # Activity of other types has no index (null): never of this type.
+    is_type = (
+        pl.lit(False)
+        if type_index is None
+        else (pl.col("event_type_index") == type_index).fill_null(False)
+    )
     if suffix == "value_90d":
         return _simple(
             name,

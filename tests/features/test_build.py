@@ -285,7 +285,7 @@ ACTIVITY = [
     event("2025-12-01 00:00", "login"),  # 90d, at its start
     event("2025-11-30 23:59", "login"),  # outside
     event("2026-03-01 00:00", "order", 99.0),  # at the cutoff: outside
-    event("2026-02-28 13:00", "pageview"),  # not a model event type: ignored
+    event("2026-02-28 13:00", "pageview"),  # not a model event type: no columns, but activity
 ]
 
 
@@ -295,12 +295,12 @@ def test_engagement_features() -> None:
     assert_values(
         row,
         {
-            "activity_events_7d": 1.0,
-            "activity_events_30d": 3.0,
-            "activity_events_90d": 5.0,
-            "activity_trend_30d": 3.0,  # 3 against 2 in 60 days, i.e. 1 per 30 days
-            "activity_drop_30d": -2.0,
-            "days_since_last_activity": 0.5,
+            "activity_events_7d": 2.0,
+            "activity_events_30d": 4.0,
+            "activity_events_90d": 6.0,
+            "activity_trend_30d": 4.0,  # 4 against 2 in 60 days, i.e. 1 per 30 days
+            "activity_drop_30d": -3.0,
+            "days_since_last_activity": 11 / 24,  # the pageview at 13:00
             "activity_login_events_30d": 2.0,
             "activity_login_events_90d": 3.0,
             "activity_login_value_90d": 0.0,
@@ -323,7 +323,7 @@ def test_activity_trend_without_prior_activity_is_null_and_stopped_activity_is_z
     assert stopped["activity_drop_30d"] == 1.0
 
 
-def test_event_types_unseen_at_training_are_ignored() -> None:
+def test_event_types_without_features_of_their_own_still_count_as_activity() -> None:
     sources = make_sources(subscriptions=subscribed(1), activity=ACTIVITY)
     frame = build_features(sources, [SNAPSHOT], CONFIG, ["order", "refund"])
     row = one_row(frame)
@@ -333,8 +333,9 @@ def test_event_types_unseen_at_training_are_ignored() -> None:
     ]
     assert "activity_login_events_30d" not in row
     assert row["activity_refund_events_90d"] == 0.0
-    assert row["activity_events_90d"] == 2.0  # only the model's event types count
-    assert row["days_since_last_activity"] == pytest.approx(30.0)
+    # login and pageview have no columns, but a login yesterday is not "no activity".
+    assert row["activity_events_90d"] == 6.0
+    assert row["days_since_last_activity"] == pytest.approx(11 / 24)
 
 
 def test_discover_event_types_by_frequency_then_name_with_cap() -> None:
