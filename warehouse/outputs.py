@@ -806,17 +806,23 @@ def _postgres_holder(engine: sa.Engine, wh: Warehouse, as_of: date, key: int) ->
         "AND l.classid = CAST(:classid AS oid) AND l.objid = CAST(:objid AS oid) LIMIT 1"
     )
     holder: dict[str, Any] = {}
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(query, {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF})
-            found = row.first()
-    except sa.exc.SQLAlchemyError:
-        found = None
     run_id: str | None = None
-    if found is not None:
-        name = found.application_name or ""
+    # The holder names its session right after it records its run: give it a moment.
+    deadline = time.monotonic() + _HOLDER_DETAILS_WAIT_SECONDS
+    while True:
+        try:
+            with engine.connect() as conn:
+                params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+                found = conn.execute(query, params).first()
+        except sa.exc.SQLAlchemyError:
+            found = None
+        name = "" if found is None else (found.application_name or "")
         if name.startswith(_APPLICATION_PREFIX):
             run_id = name[len(_APPLICATION_PREFIX) :]
+        if found is None or run_id is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if found is not None:
         backend_start = _aware(found.backend_start)
         holder = {
             "run_id": run_id,
@@ -841,6 +847,10 @@ def _sqlite_database_file(engine: sa.Engine) -> Path | None:
     return Path(database).resolve()
 
 
+_HOLDER_DETAILS_WAIT_SECONDS = 2.0
+"""How long a refused run waits for the holder's details to appear in the lock file."""
+
+
 def _lock_file_path(database: Path, wh: Warehouse, as_of: date) -> Path:
     table = wh["retention_list"]
     label = f"{table.schema}.{table.name}" if table.schema else table.name
@@ -858,7 +868,12 @@ def _file_lock(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            # The holder writes its details just after it takes the lock: give it a moment.
             holder = _read_lock_file(fd)
+            deadline = time.monotonic() + _HOLDER_DETAILS_WAIT_SECONDS
+            while not holder and time.monotonic() < deadline:
+                time.sleep(0.02)
+                holder = _read_lock_file(fd)
             os.close(fd)
             details = _run_details(engine, wh, as_of, holder.get("run_id"))
             described = details or holder
@@ -873,8 +888,9 @@ def _file_lock(
         os.close(fd)
 
     def name_holder(holder_run_id: str | None) -> None:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder_info(holder_run_id)).encode(), 0)
+        details = json.dumps(_holder_info(holder_run_id)).encode()
+        os.pwrite(fd, details, 0)  # then cut what is left of longer details
+        os.ftruncate(fd, len(details))
 
     try:
         name_holder(run_id)
