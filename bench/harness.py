@@ -954,10 +954,19 @@ def render_terminal(result: Mapping[str, Any]) -> str:
         f"I/O floor: {_fmt(result['io_floor_seconds'])} s "
         f"-> job = {_fmt(ratios['job_over_io_floor'])} x floor",
         f"naive baseline: {_fmt(result['baseline_total_seconds'])} s "
-        f"-> job is {_fmt(ratios['baseline_over_job'])} x faster",
+        f"-> {_faster_or_slower(ratios['baseline_over_job'])}",
         f"training ({TRAIN_SNAPSHOTS} snapshots): {_fmt(result['training_total_seconds'])} s",
     ]
     return "\n".join(lines)
+
+
+def _faster_or_slower(baseline_over_job: float | None) -> str:
+    """``job is 4.35 x faster`` or, below 1, ``job is 1.14 x slower``."""
+    if baseline_over_job is None or baseline_over_job <= 0:
+        return "no ratio"
+    if baseline_over_job >= 1:
+        return f"job is {_fmt(baseline_over_job)} x faster"
+    return f"job is {_fmt(1 / baseline_over_job)} x slower"
 
 
 def render_markdown(results: list[Mapping[str, Any]]) -> str:

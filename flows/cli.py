@@ -68,6 +68,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from models.train import FeatureMismatchError
     from warehouse.contract import ContractError
     from warehouse.db import WarehouseUnavailable
+    from warehouse.demo import WarehouseNotEmptyError
     from warehouse.migrate import SchemaVersionError
     from warehouse.outputs import ListRowsError, ListWriteError, RunInProgress
     from warehouse.validate import NoCustomersError
@@ -87,19 +88,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         RegistryError,
         FeatureMismatchError,
         SchemaVersionError,
+        WarehouseNotEmptyError,
     )
 
 
 @contextmanager
 def _friendly_errors() -> Iterator[None]:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from warehouse.settings import mask_secrets
+    from warehouse.settings import ConfigFileError, mask_secrets
 
     try:
         yield
-    except ValidationError as exc:
-        err.print(f"[red]configuration error:[/red] {mask_secrets(str(exc))}")
+    except (ValidationError, ConfigFileError, SettingsError) as exc:
+        err.print(f"[red]configuration error:[/red] {mask_secrets(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except _expected_errors() as exc:
         err.print(f"[red]error:[/red] {mask_secrets(str(exc))}", highlight=False)
@@ -170,6 +173,27 @@ def _preflight(settings: Any) -> None:
         engine.dispose()
 
 
+def _output_tables(settings: Any) -> tuple[Any, Any]:
+    """The engine and tables for a command that reads or changes the output tables.
+
+    One line instead of a driver error when the warehouse is down, the output tables do not
+    exist yet, or a newer release migrated them.
+    """
+    from warehouse.db import check_connection, engine_for
+    from warehouse.migrate import require_known_schema
+    from warehouse.schema import build_warehouse
+
+    engine = engine_for(settings)
+    check_connection(engine)
+    wh = build_warehouse(settings)
+    if require_known_schema(engine, wh) is None:
+        raise CliError(
+            f"the output tables do not exist yet in {settings.display_url}: run "
+            "`retention init-db`, or score a day first"
+        )
+    return engine, wh
+
+
 # -- warehouse ---------------------------------------------------------------------------------
 
 
@@ -231,14 +255,20 @@ def check_cmd(warehouse: WarehouseOpt = None) -> None:
         from warehouse.contract import check_contract
         from warehouse.db import check_connection, engine_for
         from warehouse.demo import warehouse_summary
-        from warehouse.schema import build_warehouse
+        from warehouse.migrate import require_known_schema
+        from warehouse.schema import SCHEMA_VERSION, build_warehouse
 
         settings = _settings(warehouse)
         engine = engine_for(settings)
         check_connection(engine)
         wh = build_warehouse(settings)
         check_contract(engine, wh)
+        version = require_known_schema(engine, wh)
         _print_summary(settings.display_url, warehouse_summary(engine, wh))
+        if version is None:
+            out.print("  output tables: not created yet (`retention init-db` or the first run)")
+        else:
+            out.print(f"  output tables: schema version {version} (this release: {SCHEMA_VERSION})")
 
     _run(go)
 
@@ -262,9 +292,14 @@ def train_cmd(
     as_of: AsOfOpt = None,
     snapshots: Annotated[
         int | None,
-        typer.Option(help="Monthly training snapshots, at least 2 (default: the setting, 12)."),
+        typer.Option(
+            help="Monthly training snapshots, at least 4: 2 holdout, 1 validation, 1 or more "
+            "to fit on (default: the setting, 12)."
+        ),
     ] = None,
-    horizon_days: Annotated[int | None, typer.Option(help="Churn horizon in days.")] = None,
+    horizon_days: Annotated[
+        int | None, typer.Option(help="Churn horizon in days (default: the setting, 30).")
+    ] = None,
     promote: Annotated[
         bool, typer.Option("--promote/--no-promote", help="Promote when the gate is passed.")
     ] = True,
@@ -281,6 +316,7 @@ def train_cmd(
             raise CliError(f"--horizon-days must be at least 1, got {horizon_days}")
         day = _parse_date(as_of)
         settings = _settings(warehouse)
+        _preflight(settings)
         from flows.retrain import retrain
 
         expected = _training_errors()
@@ -351,7 +387,9 @@ def _print_training(result: Any) -> None:
         table.add_column(name, justify="right")
     metrics = next(iter(result.comparison.values())).keys()
     for metric in metrics:
-        table.add_row(metric, *(_fmt(result.comparison[n].get(metric)) for n in result.comparison))
+        count = metric.startswith("n_") or metric == "best_k"
+        values = (_fmt(result.comparison[n].get(metric), count=count) for n in result.comparison)
+        table.add_row(metric, *values)
     out.print(table)
     if result.report_path:
         out.print(f"report: {result.report_path}")
@@ -361,7 +399,9 @@ def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, *, count: bool = False) -> str:
+    if count and isinstance(value, int | float) and float(value).is_integer():
+        return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     return "" if value is None else str(value)
@@ -373,11 +413,10 @@ def models_list_cmd(warehouse: WarehouseOpt = None) -> None:
 
     def go() -> None:
         from models.registry import list_models
-        from warehouse.db import engine_for
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
-        rows = list_models(engine_for(settings), build_warehouse(settings))
+        engine, wh = _output_tables(settings)
+        rows = list_models(engine, wh)
         if not rows:
             out.print("no registered models (train one with `retention train`)")
             return
@@ -424,11 +463,10 @@ def models_promote_cmd(version: str, warehouse: WarehouseOpt = None) -> None:
 
     def go() -> None:
         from models.registry import promote
-        from warehouse.db import engine_for
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
-        promote(engine_for(settings), build_warehouse(settings), version)
+        engine, wh = _output_tables(settings)
+        promote(engine, wh, version)
         out.print(f"{version} is now the champion")
 
     _run(go)
@@ -440,11 +478,10 @@ def models_rollback_cmd(warehouse: WarehouseOpt = None) -> None:
 
     def go() -> None:
         from models.registry import rollback
-        from warehouse.db import engine_for
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
-        version = rollback(engine_for(settings), build_warehouse(settings))
+        engine, wh = _output_tables(settings)
+        version = rollback(engine, wh)
         out.print(f"rolled back: {version} is the champion again")
 
     _run(go)
@@ -481,6 +518,8 @@ def backfill_cmd(
         settings = _settings(warehouse)
         first, last = _parse_date(start, "START"), _parse_date(end, "END")
         assert first is not None and last is not None
+        if last < first:
+            raise CliError(f"END {last} is before START {first}")
         _preflight(settings)
         from flows.nightly import backfill
 
@@ -504,7 +543,10 @@ def _print_run(result: Any) -> None:
 
 @app.command("list")
 def list_cmd(
-    as_of: AsOfOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Day YYYY-MM-DD (default: the latest day with a list)."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="How many rows to show.")] = 20,
     segment: Annotated[str | None, typer.Option(help="Only this segment.")] = None,
     warehouse: WarehouseOpt = None,
@@ -512,23 +554,23 @@ def list_cmd(
     """Print the ranked retention list (default: the latest day)."""
 
     def go() -> None:
-        from warehouse.db import engine_for
         from warehouse.outputs import read_retention_list
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
+        day = _parse_date(as_of)
+        engine, wh = _output_tables(settings)
         frame = read_retention_list(
-            engine_for(settings),
-            build_warehouse(settings),
-            as_of=_parse_date(as_of),
+            engine,
+            wh,
+            as_of=day,
             top=top,
             segment=segment,
         )
-        day = as_of or "the latest day"
+        which = as_of or "the latest day"
         if segment is not None:
-            empty = f"no listed customers in segment {segment!r} for {day}"
+            empty = f"no listed customers in segment {segment!r} for {which}"
         else:
-            empty = f"no listed customers for {day} (has `retention score` run?)"
+            empty = f"no listed customers for {which} (has `retention score` run?)"
         _print_list(frame, empty=empty)
 
     _run(go)
@@ -560,17 +602,17 @@ _PRIORITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
 @app.command("runs")
 def runs_cmd(
-    limit: Annotated[int, typer.Option(min=1)] = 10, warehouse: WarehouseOpt = None
+    limit: Annotated[int, typer.Option(min=1, help="How many runs to show, newest first.")] = 10,
+    warehouse: WarehouseOpt = None,
 ) -> None:
     """Show the latest runs recorded in scoring_runs."""
 
     def go() -> None:
-        from warehouse.db import engine_for
         from warehouse.outputs import latest_runs
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
-        frame = latest_runs(engine_for(settings), build_warehouse(settings), limit=limit)
+        engine, wh = _output_tables(settings)
+        frame = latest_runs(engine, wh, limit=limit)
         if frame.height == 0:
             out.print("no runs recorded yet")
             return
@@ -595,9 +637,9 @@ def runs_cmd(
 @app.command("demo")
 def demo_cmd(
     customers: Annotated[
-        int, typer.Option(min=100, help="Demo customers when generating.")
+        int, typer.Option(min=1000, help="Demo customers when generating.")
     ] = 10_000,
-    top: Annotated[int, typer.Option(min=1)] = 15,
+    top: Annotated[int, typer.Option(min=1, help="How many listed customers to show.")] = 15,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Demo data if empty, train if there is no champion, score today, show the list."""
@@ -606,8 +648,13 @@ def demo_cmd(
         from flows.runtime import prepare_demo
 
         settings = _settings(warehouse)
-        for line in prepare_demo(settings, customers=customers):
-            out.print(line)
+        expected = _training_errors()
+        try:
+            with _no_traceback_in_flow_logs(expected):
+                for line in prepare_demo(settings, customers=customers):
+                    out.print(line)
+        except expected as exc:
+            raise CliError(f"training the demo model failed: {exc}") from None
         from flows.nightly import nightly_score
 
         result = nightly_score(as_of=None, settings=settings)
@@ -628,7 +675,12 @@ def demo_cmd(
 def bench_cmd(
     tier: Annotated[str, typer.Option(help="S (10k), M (100k) or L (1M customers).")] = "S",
     backend: Annotated[str, typer.Option(help="sqlite or postgres.")] = "sqlite",
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline")] = True,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline/--no-baseline", help="Also run the naive pandas baseline on the same data."
+        ),
+    ] = True,
     output: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
 ) -> None:
     """Benchmark the nightly job and training at a size tier (see bench/README.md)."""
@@ -636,6 +688,10 @@ def bench_cmd(
     def go() -> None:
         from bench.harness import run_benchmark
 
+        if tier not in ("S", "M", "L"):
+            raise CliError(f"--tier must be S, M or L, got {tier!r}")
+        if backend not in ("sqlite", "postgres"):
+            raise CliError(f"--backend must be sqlite or postgres, got {backend!r}")
         result = run_benchmark(tier=tier, backend=backend, baseline=baseline, results_dir=output)
         out.print_json(json.dumps(result, default=str))
 

@@ -62,8 +62,9 @@ logger = logging.getLogger(__name__)
 
 DAYS_PER_MONTH = 30.4375
 
-MIN_SNAPSHOTS = 2
-"""Fewest snapshots a training plan may ask for."""
+MIN_SNAPSHOTS = 4
+"""Fewest snapshots a training plan may ask for: 2 holdout + 1 validation + 1 to fit on
+(:func:`min_training_snapshots` with the default :class:`~models.train.TrainConfig`)."""
 
 HISTORY_TABLES = {"interactions": "opened_at", "activity": "occurred_at"}
 """The event tables whose first rows mark the start of the recorded history.
@@ -447,7 +448,11 @@ def register_and_gate(
     promoted = passed and allow_promotion
     if promoted:
         promote(engine, wh, version)
-    decision = why if allow_promotion or not passed else f"{why} (not promoted: --no-promote)"
+    decision = (
+        why
+        if allow_promotion or not passed
+        else "passed the gate but not promoted (--no-promote): " + why.removeprefix("promoted: ")
+    )
     report_dir = Path(settings.artifacts_dir) / "models" / version
     report = write_report(
         report_dir / "report.html",

@@ -89,6 +89,27 @@ def _record_version(conn: sa.Connection, wh: Warehouse, version: int) -> None:
         conn.execute(table.insert().values(version=version, applied_at=datetime.now(UTC)))
 
 
+def _newer_than_release(wh: Warehouse, version: int) -> SchemaVersionError:
+    table = _version_table(wh)
+    return SchemaVersionError(
+        f"the warehouse's output tables ({table.fullname}) are at schema version "
+        f"{version}, newer than this release of retention-risk knows "
+        f"({SCHEMA_VERSION}); upgrade retention-risk instead of running init-db"
+    )
+
+
+def require_known_schema(engine: sa.Engine, wh: Warehouse) -> int | None:
+    """The output tables' schema version (None before ``init_db``), without any DDL.
+
+    Raises :class:`SchemaVersionError` when a newer release migrated them: this release
+    must not write into a layout it does not know.
+    """
+    version = current_version(engine, wh)
+    if version is not None and version > SCHEMA_VERSION:
+        raise _newer_than_release(wh, version)
+    return version
+
+
 def init_db(engine: sa.Engine, wh: Warehouse) -> int:
     """Create the output tables (idempotently), migrate or record the version; return it.
 
@@ -100,12 +121,7 @@ def init_db(engine: sa.Engine, wh: Warehouse) -> int:
         _create_schemas(conn, (table.schema for table in wh.outputs))
         version = _read_version(conn, wh)
         if version is not None and version > SCHEMA_VERSION:
-            table = _version_table(wh)
-            raise SchemaVersionError(
-                f"the warehouse's output tables ({table.fullname}) are at schema version "
-                f"{version}, newer than this release of retention-risk knows "
-                f"({SCHEMA_VERSION}); upgrade retention-risk instead of running init-db"
-            )
+            raise _newer_than_release(wh, version)
         if version is not None:
             for step in _migration_path(version):
                 step.apply(conn, wh)

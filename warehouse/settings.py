@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +41,10 @@ DEFAULT_CHANNELS = (
     "sms",
 )
 PUBLIC_CHANNELS = ("twitter", "facebook", "instagram")
+
+
+class ConfigFileError(ValueError):
+    """The configuration file is missing (where RETENTION_CONFIG points) or not valid TOML."""
 
 
 def validate_identifier(value: str, what: str = "identifier") -> str:
@@ -121,7 +126,9 @@ class Settings(BaseSettings):
     snapshot_spacing_days: int = Field(
         default=30, ge=1, le=365, description="Days between training snapshots."
     )
-    n_snapshots: int = Field(default=12, ge=2, le=120, description="Training snapshots.")
+    n_snapshots: int = Field(
+        default=12, ge=4, le=120, description="Training snapshots: 2 holdout, 1 validation, 1+ fit."
+    )
     lookback_days: int = Field(
         default=90, ge=90, le=3650, description="Longest feature window; older rows are not read."
     )
@@ -243,10 +250,13 @@ class Settings(BaseSettings):
         config = os.environ.get("RETENTION_CONFIG")
         toml_path = Path(config) if config else Path("retention.toml")
         if config and not toml_path.is_file():
-            raise FileNotFoundError(f"RETENTION_CONFIG points to {toml_path}, which does not exist")
+            raise ConfigFileError(f"RETENTION_CONFIG points to {toml_path}, which does not exist")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigFileError(f"{toml_path} is not valid TOML: {exc}") from None
         return tuple(sources)
 
     # -- conveniences -------------------------------------------------------------------------

@@ -128,8 +128,8 @@ def test_unreachable_warehouse_is_a_clear_error_without_the_password() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--snapshots", "1"), "--snapshots must be at least 2, got 1"),
-        (("--snapshots", "0"), "--snapshots must be at least 2, got 0"),
+        (("--snapshots", "3"), "--snapshots must be at least 4, got 3"),
+        (("--snapshots", "0"), "--snapshots must be at least 4, got 0"),
         (("--horizon-days", "0"), "--horizon-days must be at least 1, got 0"),
         (("--as-of", "soon"), "--as-of must be a date"),
     ],
@@ -215,3 +215,81 @@ def test_demo_is_the_whole_first_experience_and_then_only_scores(tmp_path: Path)
     assert code == 0, again
     assert "generating" not in again and "training" not in again
     assert "champion model found" in again and "succeeded" in again
+
+
+def _one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert "Traceback" not in output, output
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_configuration_mistakes_are_configuration_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    monkeypatch.setenv("RETENTION_CONFIG", str(tmp_path / "missing.toml"))
+    code, output = _invoke("check", "--warehouse", url)
+    assert code == 2, output
+    assert _one_error_line(output).startswith("configuration error: RETENTION_CONFIG points to ")
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("list_capacity = \n")
+    monkeypatch.setenv("RETENTION_CONFIG", str(broken))
+    code, output = _invoke("check", "--warehouse", url)
+    assert code == 2, output
+    assert "broken.toml is not valid TOML" in output and "Traceback" not in output
+
+    monkeypatch.delenv("RETENTION_CONFIG")
+    monkeypatch.setenv("RETENTION_SEGMENT_CAPACITY", "enterprise: 50")
+    code, output = _invoke("check", "--warehouse", url)
+    assert code == 2, output
+    assert "configuration error" in output and "segment_capacity" in output
+    assert "Traceback" not in output
+
+
+def test_demo_data_refuses_a_warehouse_that_has_data_in_one_line(demo_url: str) -> None:
+    code, output = _invoke(
+        "demo-data", "--customers", "200", "--days", "60", "--warehouse", demo_url
+    )
+    assert code == 1
+    assert _one_error_line(output).startswith("error: refusing to load demo data")
+
+
+def test_backfill_with_the_end_before_the_start_stops_before_any_flow(demo_url: str) -> None:
+    code, output = _invoke("backfill", "2026-03-05", "2026-03-01", "--warehouse", demo_url)
+    assert code == 1
+    assert _one_error_line(output) == "error: END 2026-03-01 is before START 2026-03-05"
+
+
+def test_reading_commands_say_when_the_output_tables_are_missing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    for command in (["list"], ["runs"], ["models", "list"]):
+        code, output = _invoke(*command, "--warehouse", url)
+        assert code == 1, (command, output)
+        line = _one_error_line(output)
+        assert "output tables do not exist yet" in line and "retention init-db" in line
+
+
+def test_a_newer_schema_is_refused_by_promote_and_reported_by_check(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from warehouse.schema import SCHEMA_VERSION
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    assert _invoke("init-db", "--warehouse", url)[0] == 0
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO retention_schema_version (version, applied_at) "
+                "VALUES (:v, CURRENT_TIMESTAMP)"
+            ),
+            {"v": SCHEMA_VERSION + 1},
+        )
+    engine.dispose()
+    for command in (["models", "promote", "m-1"], ["models", "rollback"], ["runs"]):
+        code, output = _invoke(*command, "--warehouse", url)
+        assert code == 1, (command, output)
+        assert f"schema version {SCHEMA_VERSION + 1}, newer than this release" in output
+        assert "Traceback" not in output

@@ -86,8 +86,8 @@ HISTORY = _sources(
 def test_training_plan_refuses_bad_counts_instead_of_using_the_default() -> None:
     settings = _settings()
     as_of = date(2026, 11, 1)
-    for bad in (0, 1, -3):
-        with pytest.raises(TrainingPlanError, match=f"at least 2 snapshots, got {bad}"):
+    for bad in (0, 1, 3, -3):
+        with pytest.raises(TrainingPlanError, match=f"at least 4 snapshots, got {bad}"):
             training_plan(settings, as_of, n_snapshots=bad)
     with pytest.raises(TrainingPlanError, match="at least 1 day, got 0"):
         training_plan(settings, as_of, horizon_days=0)
@@ -153,7 +153,7 @@ def test_too_little_history_is_refused_naming_the_dates_and_a_later_as_of() -> N
             settings, training_plan(settings, suggested - timedelta(days=1)), sources
         )
     # Asking only for snapshots the history covers is no history problem, however few.
-    asked = training_plan(settings, suggested, n_snapshots=2)
+    asked = training_plan(settings, suggested, n_snapshots=4)
     few = fit_plan_to_history(settings, asked, sources)
     assert few.snapshots == asked.snapshots and few.warnings == []
 
