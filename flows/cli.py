@@ -500,7 +500,8 @@ def score_cmd(as_of: AsOfOpt = None, warehouse: WarehouseOpt = None) -> None:
         _preflight(settings)
         from flows.nightly import nightly_score
 
-        result = nightly_score(as_of=day, settings=settings)
+        with _no_traceback_in_flow_logs(_expected_errors()):
+            result = nightly_score(as_of=day, settings=settings)
         _print_run(result)
 
     _run(go)
@@ -523,7 +524,8 @@ def backfill_cmd(
         _preflight(settings)
         from flows.nightly import backfill
 
-        results = backfill(start=first, end=last, settings=settings)
+        with _no_traceback_in_flow_logs(_expected_errors()):
+            results = backfill(start=first, end=last, settings=settings)
         for result in results:
             _print_run(result)
 
