@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from warehouse.settings import Settings, mask_secrets, mask_url
+from warehouse.settings import ConfigFileError, Settings, mask_secrets, mask_url
 
 
 def test_defaults_point_at_the_embedded_sqlite_file() -> None:
@@ -46,7 +46,17 @@ def test_toml_file_is_read_and_environment_wins(
 
 def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RETENTION_CONFIG", str(tmp_path / "nope.toml"))
-    with pytest.raises(FileNotFoundError, match=r"nope\.toml"):
+    with pytest.raises(ConfigFileError, match=r"nope\.toml, which does not exist"):
+        Settings()
+
+
+def test_a_config_file_that_is_not_toml_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("list_capacity = [\n")
+    monkeypatch.setenv("RETENTION_CONFIG", str(broken))
+    with pytest.raises(ConfigFileError, match=r"broken\.toml is not valid TOML"):
         Settings()
 
 
