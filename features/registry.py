@@ -190,7 +190,7 @@ class Typical:
 _DAYS: Final = "#day|days|less than a day"
 """Format spec of a duration in days: "less than a day" under 1, else a rounded count."""
 _DAYS_ABOVE: Final = Typical("above", min_gap=3.0, text=f"typical: {{typical:{_DAYS}}}")
-_HOURS_ABOVE: Final = Typical("above", min_gap=4.0, text="typical: {typical:,.0f} h")
+_HOURS_ABOVE: Final = Typical("above", min_gap=4.0, text="typical: {typical:hours}")
 _COUNT_EITHER: Final = Typical("either")
 _MONEY_EITHER: Final = Typical("either", text="typical: {typical:,.2f}")
 
@@ -443,7 +443,7 @@ def _responsiveness() -> list[Feature]:
                 f"Mean hours to the first response for {opened}.",
                 "hours",
                 days,
-                f"first answers took {{first_response_hours_mean_{days}d:.0f}} h on average "
+                f"first answers took {{first_response_hours_mean_{days}d:hours}} on average "
                 f"in the last {days} days",
                 answered,
                 "mean",
@@ -457,7 +457,7 @@ def _responsiveness() -> list[Feature]:
                 "hours",
                 days,
                 f"the slowest first answer in the last {days} days took "
-                f"{{first_response_hours_max_{days}d:.0f}} h",
+                f"{{first_response_hours_max_{days}d:hours}}",
                 answered,
                 "max",
                 reason_applies=slow,
@@ -472,7 +472,7 @@ def _responsiveness() -> list[Feature]:
                     f"90th percentile (linear) of hours to the first response for {opened}.",
                     "hours",
                     days,
-                    f"one first answer in ten took {{first_response_hours_p90_{days}d:.0f}} h "
+                    f"one first answer in ten took {{first_response_hours_p90_{days}d:hours}} "
                     f"or more in the last {days} days",
                     answered,
                     "p90",
@@ -520,7 +520,7 @@ def _responsiveness() -> list[Feature]:
             "snapshot without a first response; null when all were answered.",
             "hours",
             30,
-            "a contact has been waiting {longest_unanswered_wait_hours_30d:.0f} h "
+            "a contact has been waiting {longest_unanswered_wait_hours_30d:hours} "
             "for a first answer",
             pl.when(_window(30) & ~_ANSWERED).then(pl.col("opened_at")),
             "min",
@@ -532,9 +532,9 @@ def _responsiveness() -> list[Feature]:
         name = f"resolution_hours_{how}_{days}d"
         what = "Mean hours" if how == "mean" else "Longest time"
         reason = (
-            f"problems took {{{name}:.0f}} h to resolve on average in the last {days} days"
+            f"problems took {{{name}:hours}} to resolve on average in the last {days} days"
             if how == "mean"
-            else f"one problem took {{{name}:.0f}} h to resolve in the last {days} days"
+            else f"one problem took {{{name}:hours}} to resolve in the last {days} days"
         )
         features.append(
             _simple(
@@ -598,7 +598,7 @@ def _public_moments() -> list[Feature]:
             "hours",
             90,
             "the first answer to a public complaint on {slowest_public_channel_90d} took "
-            "{public_first_response_hours_max_90d:.0f} h",
+            "{public_first_response_hours_max_90d:hours}",
             pl.when(_IS_PUBLIC & _window(90)).then(_RESPONSE),
             "max",
             reason_applies=_at_least(4),
@@ -1094,8 +1094,20 @@ def get_feature(name: str) -> Feature:
     return _event_feature(match["slug"], match["suffix"], None)
 
 
+def _duration_from_hours(hours: float) -> str:
+    """A wait or handling time as a person says it: "5 h" up to two days, then "3 days"."""
+    if hours < 1:
+        return "less than an hour"
+    if hours < 48:
+        return f"{round(hours)} h"
+    return f"{round(hours / 24)} days"
+
+
 class _ReasonFormatter(string.Formatter):
-    """``str.format`` plus counts with their noun.
+    """``str.format`` plus counts with their noun, and durations.
+
+    ``{x:hours}`` renders a duration in hours as "5 h" below two days and "3 days" from
+    there ("less than an hour" under one).
 
     ``{x:#noun}`` renders a rounded count and the noun, singular or plural (``noun + "s"``;
     ``{x:#reply|replies}`` names both forms); a count of 0 reads "no <plural>".
@@ -1104,6 +1116,8 @@ class _ReasonFormatter(string.Formatter):
     """
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec == "hours":
+            return _duration_from_hours(float(value))
         if format_spec.startswith("#"):
             singular, plural, under_one = [*format_spec[1:].split("|", 2), "", ""][:3]
             plural = plural or singular + "s"

@@ -403,3 +403,11 @@ def test_long_event_types_give_feature_names_that_fit_the_reason_code_columns() 
     assert event_type_slug("short") == "short"
     feature = get_feature(f"activity_{slug_a}_events_90d")
     assert feature.source == "activity" and feature.window_days == 90
+
+
+def test_durations_read_in_hours_up_to_two_days_then_in_days() -> None:
+    name = "longest_unanswered_wait_hours_30d"
+    cases = ((10.4, "10 h"), (47.0, "47 h"), (48.0, "2 days"), (656.0, "27 days"))
+    for hours, said in cases:
+        sentence = render_reason(name, {name: hours})
+        assert sentence == f"a contact has been waiting {said} for a first answer"
