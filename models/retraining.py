@@ -41,7 +41,7 @@ from models.evaluate import (
     evaluate_candidate,
     training_overlap,
 )
-from models.nightly import champion_feature_settings
+from models.nightly import FEATURE_SETTINGS, champion_feature_settings
 from models.registry import (
     NoChampionError,
     RegisteredModel,
@@ -359,13 +359,46 @@ def evaluate_model(
     warnings = list(data.warnings)
     if champion is not None:
         overlap = champion_overlap_warning(champion, model.holdout_dates)
-        if overlap is not None:
-            logger.warning("evaluation: %s", overlap)
-            warnings.append(overlap)
+        differs = champion_target_warning(champion, settings, horizon)
+        for warning in (overlap, differs):
+            if warning is not None:
+                logger.warning("evaluation: %s", warning)
+                warnings.append(warning)
     if not warnings:
         return evaluation
     report = replace(evaluation.report, warnings=[*evaluation.report.warnings, *warnings])
     return replace(evaluation, report=report)
+
+
+def champion_target_warning(
+    champion: RegisteredModel, settings: Settings, horizon_days: int
+) -> str | None:
+    """A warning when the champion was trained for another target or other features.
+
+    The holdout is labelled and featured with this run's settings; a champion trained with
+    another label kind, horizon, lookback, inactivity period or public channels is then
+    judged on a task it was not trained for, and the comparison says little either way.
+    """
+    trained = {"label_kind": champion.label_kind, "horizon_days": champion.horizon_days}
+    trained.update({k: v for k, v in champion.feature_settings.items() if k in FEATURE_SETTINGS})
+    now = {**champion_feature_settings(settings), "label_kind": settings.label_kind}
+    now["horizon_days"] = horizon_days
+    differences = [
+        f"{name} {trained[name]} (now {now[name]})"
+        for name in trained
+        if name in now and _comparable(trained[name]) != _comparable(now[name])
+    ]
+    if not differences:
+        return None
+    return (
+        f"the champion {champion.version} was trained with {', '.join(differences)}; it is "
+        "judged here on this run's labels and features, a task it was not trained for, so "
+        "the comparison with it says little"
+    )
+
+
+def _comparable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def champion_overlap_warning(champion: RegisteredModel, holdout_dates: list[date]) -> str | None:

@@ -17,11 +17,13 @@ import sqlalchemy as sa
 
 from flows.retrain import TrainingResult, train_and_register
 from flows.runtime import load_demo_warehouse
+from models.nightly import champion_feature_settings
 from models.registry import RegisteredModel, describe_model
 from models.retraining import (
     TrainingFrame,
     TrainingPlanError,
     champion_overlap_warning,
+    champion_target_warning,
     earliest_as_of,
     evaluate_model,
     fit_plan_to_history,
@@ -320,3 +322,21 @@ def test_a_challenger_whose_holdout_the_champion_trained_on_carries_a_warning(
     finally:
         engine.dispose()
     assert overlap[0] in stored["metrics"]["warnings"]
+
+
+def test_a_champion_trained_for_another_target_is_flagged(other_model: TrainedModel) -> None:
+    settings = _settings()
+    same = dataclasses.replace(
+        _registered(other_model, [date(2026, 1, 1)]),
+        feature_settings=champion_feature_settings(settings),
+    )
+    assert champion_target_warning(same, settings, horizon_days=30) is None
+    # Models registered before feature settings were recorded: only label kind and horizon.
+    older = _registered(other_model, [date(2026, 1, 1)])
+    assert champion_target_warning(older, settings, horizon_days=30) is None
+
+    warning = champion_target_warning(same, settings.with_overrides(public_channels=["x"]), 45)
+    assert warning is not None
+    assert "horizon_days 30 (now 45)" in warning
+    assert "public_channels ['twitter', 'facebook', 'instagram'] (now ['x'])" in warning
+    assert "a task it was not trained for" in warning
