@@ -157,14 +157,27 @@ def brier(churned: FloatArray, probability: FloatArray) -> float:
 def calibration_bins(
     churned: FloatArray, probability: FloatArray, bins: int = ECE_BINS
 ) -> list[tuple[float, float, int]]:
-    """Equal-frequency bins by probability: (mean probability, churn rate, rows) each."""
+    """Equal-frequency bins by probability: (mean probability, churn rate, rows) each.
+
+    Rows with the same probability always share a bin (a bin boundary inside a run of ties
+    moves to its end), so the result does not depend on the order of the rows.
+    """
     order = np.argsort(probability, kind="stable")
+    ordered = probability[order]
+    n = ordered.size
     result: list[tuple[float, float, int]] = []
-    for chunk in np.array_split(order, min(bins, max(churned.size, 1))):
-        if chunk.size:
+    start = 0
+    for k in range(1, min(bins, max(n, 1)) + 1):
+        end = (n * k) // min(bins, max(n, 1))
+        if end < n:
+            # Keep a run of equal probabilities together: end after its last row.
+            end = int(np.searchsorted(ordered, ordered[end - 1], side="right")) if end else 0
+        if end > start:
+            chunk = order[start:end]
             result.append(
                 (float(probability[chunk].mean()), float(churned[chunk].mean()), int(chunk.size))
             )
+            start = end
     return result
 
 

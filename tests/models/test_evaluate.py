@@ -351,3 +351,15 @@ def test_training_overlap_finds_dates_whose_labels_reach_the_holdout() -> None:
     assert training_overlap(train[:3], 30, holdout) == []
     assert training_overlap(train, 30, []) == []
     assert training_overlap([date(2026, 8, 1)], 30, holdout) == [date(2026, 8, 1)]
+
+
+def test_ece_keeps_tied_probabilities_in_one_bin_whatever_the_row_order() -> None:
+    rng = np.random.default_rng(3)
+    p = np.array([0.1] * 6 + [0.3] * 6)
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1], dtype=float)
+    # Equal-frequency bins of 4 would cut both runs of ties; they stay whole instead.
+    expected = expected_calibration_error(y, p, bins=3)
+    assert expected == pytest.approx(0.5 * abs(0.5 - 0.1) + 0.5 * abs(1 / 3 - 0.3))
+    for _ in range(20):
+        order = rng.permutation(p.size)
+        assert expected_calibration_error(y[order], p[order], bins=3) == pytest.approx(expected)
