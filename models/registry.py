@@ -709,7 +709,8 @@ def gate(
         return False, f"refused: the champion has no {metric} on the same holdout to compare with"
     improvement = sign * (candidate - champion)
     direction = "lower" if lower_better else "higher"
-    if improvement > 0 and improvement >= margin:
+    # The margin is met when the improvement reaches it up to float rounding (0.105 - 0.1).
+    if improvement > 0 and improvement >= margin - 1e-12:
         return True, (
             f"promoted: {metric} {fmt(candidate)} is {fmt(improvement)} {direction} than the "
             f"champion's {fmt(champion)} (margin {fmt(margin)}) and beats the rule baseline's "

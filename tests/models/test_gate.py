@@ -34,6 +34,15 @@ def test_challenger_must_beat_the_champion_by_the_margin(candidate: float, expec
     assert ("promoted" if expected else "less than the margin 0.0050") in why
 
 
+@pytest.mark.parametrize(("champion", "candidate"), [(0.1, 0.105), (0.15, 0.155), (0.7, 0.705)])
+def test_an_improvement_of_exactly_the_margin_passes_whatever_the_rounding(
+    champion: float, candidate: float
+) -> None:
+    # 0.105 - 0.1 is 0.004999... in floating point
+    ok, why = gate({"pr_auc": candidate}, {"pr_auc": champion}, {"pr_auc": 0.01}, margin=0.005)
+    assert ok, why
+
+
 def test_challenger_that_loses_to_the_baseline_is_refused_even_against_a_weak_champion() -> None:
     ok, why = gate({"pr_auc": 0.29}, {"pr_auc": 0.20}, BASELINE)
     assert not ok and "rule baseline" in why
