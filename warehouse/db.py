@@ -85,7 +85,9 @@ def adbc_uri(url: str | URL) -> str:
     parsed = normalise_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgresql":
-        return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        # SQLAlchemy leaves spaces unescaped, which libpq refuses (echoing the password).
+        rendered = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return rendered.replace(" ", "%20")
     if backend == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":

@@ -21,7 +21,15 @@ from warehouse.db import (
     is_transient,
     normalise_url,
 )
-from warehouse.io import _insert_generic, append_frame, bulk_load, conform, for_table, read_frame
+from warehouse.io import (
+    _insert_generic,
+    adbc_connection,
+    append_frame,
+    bulk_load,
+    conform,
+    for_table,
+    read_frame,
+)
 from warehouse.migrate import create_source_tables, init_db
 from warehouse.schema import Warehouse, build_warehouse, polars_schema
 from warehouse.settings import Settings
@@ -449,3 +457,19 @@ def test_core_insert_path_used_for_other_dialects(engine: sa.Engine, wh: Warehou
         assert conn.execute(sa.select(runs.c.timings)).scalar() == {"extract": 2}
     back = _read_all(engine, wh["interactions"], "interaction_id")
     assert_frame_equal(back, conform(_interactions(), back.schema, source="interactions"))
+
+
+@pytest.mark.postgres
+def test_a_password_with_spaces_reaches_postgresql_over_adbc(pg_url: str) -> None:
+    """libpq refuses unescaped spaces in a URI, quoting the password in its error."""
+    url = sa.engine.make_url(pg_url).set(password="pass word+&=:/@ é")
+    text = url.render_as_string(hide_password=False)
+    uri = adbc_uri(text)
+    assert " " not in uri
+    engine = engine_for_url(text)
+    try:
+        with adbc_connection(engine) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+    finally:
+        engine.dispose()
