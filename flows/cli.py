@@ -70,7 +70,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from warehouse.db import WarehouseUnavailable
     from warehouse.demo import WarehouseNotEmptyError
     from warehouse.migrate import SchemaVersionError
-    from warehouse.outputs import ListRowsError, ListWriteError, RunInProgress
+    from warehouse.outputs import DayLockLost, ListRowsError, ListWriteError, RunInProgress
     from warehouse.validate import NoCustomersError
 
     return (
@@ -79,6 +79,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         FutureDateError,
         NoActiveCustomersError,
         NoCustomersError,
+        DayLockLost,
         ListRowsError,
         ListWriteError,
         CliError,

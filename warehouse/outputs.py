@@ -74,6 +74,10 @@ _PRIORITISED_COLUMNS = (
 )
 
 
+class DayLockLost(RuntimeError):  # noqa: N818 (the name the CLI and flows catch)
+    """The run's lock on its day ended before the write (its database session died)."""
+
+
 class RunInProgress(RuntimeError):  # noqa: N818 (the name the CLI and flows catch)
     """Another run for the same ``as_of`` holds the lock."""
 
@@ -604,6 +608,7 @@ def replace_retention_list(
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{WRITE_LOCK_TIMEOUT_SECONDS}s'")
                 key = _advisory_key("write", table, as_of)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                _check_lock_still_held(engine, wh, as_of)
             # On SQLite the DELETE is the transaction's first statement: it takes the write lock.
             conn.execute(sa.delete(table).where(table.c.as_of == as_of))
             written = append_frame(conn, table, frame)
@@ -617,7 +622,7 @@ def replace_retention_list(
                     drift=summary.drift,
                 )
                 _record_finish(conn, wh, run_id, finished, "succeeded")
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, DayLockLost):
         raise
     except Exception as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -671,6 +676,8 @@ _local_locks_guard = threading.Lock()
 
 # Locks this process holds, by (database, table, as_of): how to name the run holding each.
 _held_locks: dict[tuple[str, str, date], Callable[[str], None]] = {}
+_lock_checks: dict[tuple[str, str, date], Callable[[], None]] = {}
+"""Per held day lock: a check that raises :class:`DayLockLost` once the lock has ended."""
 _held_locks_guard = threading.Lock()
 
 
@@ -684,16 +691,31 @@ def _held_key(engine: sa.Engine, wh: Warehouse, as_of: date) -> tuple[str, str, 
 
 @contextmanager
 def _registered(
-    engine: sa.Engine, wh: Warehouse, as_of: date, name_holder: Callable[[str], None]
+    engine: sa.Engine,
+    wh: Warehouse,
+    as_of: date,
+    name_holder: Callable[[str], None],
+    still_held: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     key = _held_key(engine, wh, as_of)
     with _held_locks_guard:
         _held_locks[key] = name_holder
+        if still_held is not None:
+            _lock_checks[key] = still_held
     try:
         yield
     finally:
         with _held_locks_guard:
             _held_locks.pop(key, None)
+            _lock_checks.pop(key, None)
+
+
+def _check_lock_still_held(engine: sa.Engine, wh: Warehouse, as_of: date) -> None:
+    """Raise :class:`DayLockLost` when this process's lock on ``as_of`` has ended."""
+    with _held_locks_guard:
+        still_held = _lock_checks.get(_held_key(engine, wh, as_of))
+    if still_held is not None:
+        still_held()
 
 
 def _name_lock_holder(engine: sa.Engine, wh: Warehouse, as_of: date, run_id: str) -> None:
@@ -782,8 +804,32 @@ def _postgres_lock(
     if not acquired:
         conn.close()
         raise RunInProgress(as_of, _postgres_holder(engine, wh, as_of, key))
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    holds = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND pid = pg_backend_pid() AND objsubid = 1 "
+        "AND classid = CAST(:classid AS oid) AND objid = CAST(:objid AS oid)"
+    )
+
+    def still_held() -> None:
+        reason = "the lock is no longer held"
+        try:
+            params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+            held = bool(conn.execute(holds, params).scalar_one())
+            conn.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            held = False
+            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            reason = scrub_error(cause[0] if cause else type(exc).__name__, engine)
+        if not held:
+            raise DayLockLost(
+                f"the run's lock on {as_of} ended before the write (its database session "
+                f"went away: {reason}); the list was not written, so a run that took the day "
+                "meanwhile is not overwritten. Rerun the day."
+            )
+
     try:
-        with _registered(engine, wh, as_of, name_holder):
+        with _registered(engine, wh, as_of, name_holder, still_held):
             yield
     finally:
         try:

@@ -13,10 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from models.prioritise import PrioritySettings, prioritise
+from warehouse.db import engine_for
+from warehouse.migrate import init_db
 from warehouse.outputs import (
+    DayLockLost,
     ListRowsError,
     ListWriteError,
     RunSummary,
+    as_of_lock,
     build_list_rows,
     fail_run,
     finish_run,
@@ -365,3 +369,34 @@ def test_a_run_without_drift_or_data_quality_stores_sql_null(
             )
         ).all()
     assert [row.run_id for row in found] == [run_id]
+
+
+@pytest.mark.postgres
+def test_a_run_whose_day_lock_ended_does_not_write(pg_url: str) -> None:
+    """The advisory lock lives on an idle session; if that session dies (idle timeout,
+    failover, pg_terminate_backend) another run may take the day, so this one must not
+    write over it."""
+    settings = Settings(warehouse_url=pg_url)  # type: ignore[arg-type]
+    engine = engine_for(settings)
+    wh = build_warehouse(settings)
+    init_db(engine, wh)
+    first = start_run(engine, wh, kind="score", as_of=AS_OF)
+    replace_retention_list(engine, wh, AS_OF, list_rows(first), first)
+    before = written(engine, wh)
+    run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
+    try:
+        with as_of_lock(engine, wh, AS_OF, run_id=run_id):
+            with engine.begin() as conn:
+                ended = conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": f"retention-risk run {run_id}"},
+                ).all()
+            assert ended == [(True,)]
+            with pytest.raises(DayLockLost, match=f"lock on {AS_OF} ended before the write"):
+                replace_retention_list(engine, wh, AS_OF, list_rows(run_id, shift=0.3), run_id)
+        assert written(engine, wh).equals(before)
+    finally:
+        engine.dispose()
