@@ -109,6 +109,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def warehouse_now(conn: sa.Connection) -> datetime:
+    """The warehouse's clock (UTC-aware) on PostgreSQL, this host's elsewhere.
+
+    Run starts, heartbeats and the abandoned-run check use it, so hosts whose clocks
+    disagree never take each other's live runs for stale ones. (A SQLite file is used from
+    one host.)
+    """
+    if conn.dialect.name == "postgresql":
+        value = conn.execute(sa.select(sa.func.now())).scalar_one()
+        aware = _aware(value)
+        if aware is not None:
+            return aware
+    return utc_now()
+
+
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite returns timestamps without a zone; they are stored in UTC."""
     if value is None:
@@ -214,9 +229,9 @@ def start_run(
     run_id = run_id or new_run_id()
     if len(run_id) > 64:
         raise ValueError(f"run id must be at most 64 characters, got {len(run_id)}")
-    now = utc_now()
     runs = wh["scoring_runs"]
     with engine.begin() as conn:
+        now = warehouse_now(conn)
         conn.execute(
             sa.insert(runs).values(
                 run_id=run_id,
@@ -241,7 +256,7 @@ def heartbeat(engine: sa.Engine, wh: Warehouse, run_id: str) -> bool:
         result = conn.execute(
             sa.update(runs)
             .where(runs.c.run_id == run_id, runs.c.status == "running")
-            .values(heartbeat_at=utc_now())
+            .values(heartbeat_at=warehouse_now(conn))
         )
     return result.rowcount > 0
 
@@ -398,9 +413,9 @@ def mark_abandoned_runs(engine: sa.Engine, wh: Warehouse, *, stale_after: timede
     longer exists. The reason is written to ``error``.
     """
     runs = wh["scoring_runs"]
-    now = utc_now()
     here = socket.gethostname()[:255]
     with engine.connect() as conn:
+        now = warehouse_now(conn)
         candidates = conn.execute(
             sa.select(
                 runs.c.run_id, runs.c.started_at, runs.c.heartbeat_at, runs.c.host, runs.c.pid

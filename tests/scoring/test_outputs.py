@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -398,5 +398,33 @@ def test_a_run_whose_day_lock_ended_does_not_write(pg_url: str) -> None:
             with pytest.raises(DayLockLost, match=f"lock on {AS_OF} ended before the write"):
                 replace_retention_list(engine, wh, AS_OF, list_rows(run_id, shift=0.3), run_id)
         assert written(engine, wh).equals(before)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_host_whose_clock_is_behind_is_not_taken_for_a_dead_run(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts and heartbeats carry the warehouse's clock, not the host's: a live run on a
+    host an hour behind is not marked abandoned by a run on a host with the right time."""
+    import warehouse.outputs as outputs
+
+    settings = Settings(warehouse_url=pg_url)  # type: ignore[arg-type]
+    engine = engine_for(settings)
+    wh = build_warehouse(settings)
+    init_db(engine, wh)
+    try:
+        real_now = outputs.utc_now
+        monkeypatch.setattr(outputs, "utc_now", lambda: real_now() - timedelta(hours=1))
+        run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
+        assert heartbeat(engine, wh, run_id)
+        monkeypatch.setattr(outputs, "utc_now", real_now)
+        assert mark_abandoned_runs(engine, wh, stale_after=timedelta(minutes=15)) == 0
+        run = run_row(engine, wh, run_id)
+        assert run["status"] == "running"
+        started = run["started_at"]
+        assert isinstance(started, datetime)
+        assert abs((started - real_now()).total_seconds()) < 60
     finally:
         engine.dispose()
