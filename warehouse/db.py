@@ -100,7 +100,8 @@ def _display_url(engine: sa.Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
-def _first_line(exc: BaseException, secret: str | None) -> str:
+def first_error_line(exc: BaseException, secret: str | None) -> str:
+    """The driver's first line of ``exc`` (its ``orig`` when wrapped), passwords masked."""
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()
     line = text[0].strip() if text else type(cause).__name__
@@ -115,7 +116,7 @@ def check_connection(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.literal(1)))
     except (sa.exc.DBAPIError, sqlite3.Error, OSError) as exc:
-        reason = _first_line(exc, engine.url.password)
+        reason = first_error_line(exc, engine.url.password)
         raise WarehouseUnavailable(
             f"cannot reach the warehouse at {_display_url(engine)}: {reason}"
         ) from exc

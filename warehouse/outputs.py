@@ -36,6 +36,7 @@ import polars as pl
 import psutil
 import sqlalchemy as sa
 
+from warehouse.db import first_error_line
 from warehouse.io import append_frame, read_frame
 from warehouse.schema import Warehouse, contract_schema, polars_schema
 from warehouse.settings import mask_secrets
@@ -819,23 +820,18 @@ def _postgres_lock(
     if not acquired:
         conn.close()
         raise RunInProgress(as_of, _postgres_holder(engine, wh, as_of, key))
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
     holds = sa.text(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND pid = pg_backend_pid() AND objsubid = 1 "
-        "AND classid = CAST(:classid AS oid) AND objid = CAST(:objid AS oid)"
+        f"SELECT count(*) FROM pg_locks WHERE {_ADVISORY_LOCK_ROW} AND pid = pg_backend_pid()"
     )
 
     def still_held() -> None:
         reason = "the lock is no longer held"
         try:
-            params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
-            held = bool(conn.execute(holds, params).scalar_one())
+            held = bool(conn.execute(holds, _advisory_lock_params(key)).scalar_one())
             conn.commit()
         except sa.exc.SQLAlchemyError as exc:
             held = False
-            cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            reason = scrub_error(cause[0] if cause else type(exc).__name__, engine)
+            reason = scrub_error(first_error_line(exc, engine.url.password), engine)
         if not held:
             raise DayLockLost(
                 f"the run's lock on {as_of} ended before the write (its database session "
@@ -858,13 +854,24 @@ def _postgres_lock(
             conn.close()
 
 
-def _postgres_holder(engine: sa.Engine, wh: Warehouse, as_of: date, key: int) -> str | None:
+_ADVISORY_LOCK_ROW = (
+    "locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND classid = CAST(:classid AS oid) AND objid = CAST(:objid AS oid)"
+)
+"""The ``pg_locks`` row of a granted advisory lock on a bigint key (see the params below)."""
+
+
+def _advisory_lock_params(key: int) -> dict[str, int]:
+    """``pg_locks`` shows a bigint advisory key as two 32-bit halves (classid, objid)."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+
+
+def _postgres_holder(engine: sa.Engine, wh: Warehouse, as_of: date, key: int) -> str | None:
     query = sa.text(
         "SELECT a.pid, a.application_name, a.backend_start, host(a.client_addr) AS client "
-        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-        "AND l.classid = CAST(:classid AS oid) AND l.objid = CAST(:objid AS oid) LIMIT 1"
+        "FROM pg_stat_activity a WHERE a.pid IN (SELECT pid FROM pg_locks WHERE "
+        f"{_ADVISORY_LOCK_ROW}) LIMIT 1"
     )
     holder: dict[str, Any] = {}
     run_id: str | None = None
@@ -873,8 +880,7 @@ def _postgres_holder(engine: sa.Engine, wh: Warehouse, as_of: date, key: int) ->
     while True:
         try:
             with engine.connect() as conn:
-                params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
-                found = conn.execute(query, params).first()
+                found = conn.execute(query, _advisory_lock_params(key)).first()
         except sa.exc.SQLAlchemyError:
             found = None
         name = "" if found is None else (found.application_name or "")
