@@ -228,35 +228,29 @@ def select_reasons(
     left out for being stronger does not count for its topic.
     """
     used_topics: set[str] = set()
-    actionable: list[tuple[str, str]] = []
-    last_actionable = -1
-    for position, j in enumerate(candidates):
-        trait = traits[j]
-        if trait is None or trait.context or trait.topic in used_topics:
-            continue
-        sentence = render(names[j], row, typical)
-        if not sentence:
-            continue
-        used_topics.add(trait.topic)
-        actionable.append((names[j], sentence))
-        last_actionable = position
-        if len(actionable) == top_n:
-            return actionable
+
+    def pick(positions: range, context: bool, wanted: int) -> list[tuple[int, str, str]]:
+        """(position, code, sentence) of up to ``wanted`` new-topic reasons of one kind."""
+        picked: list[tuple[int, str, str]] = []
+        for position in positions:
+            if len(picked) == wanted:
+                break
+            j = candidates[position]
+            trait = traits[j]
+            if trait is None or trait.context != context or trait.topic in used_topics:
+                continue
+            sentence = render(names[j], row, typical)
+            if sentence:
+                used_topics.add(trait.topic)
+                picked.append((position, names[j], sentence))
+        return picked
+
+    actionable = pick(range(len(candidates)), context=False, wanted=top_n)
     # Context reasons only after the weakest actionable one; one left out because it was
     # stronger does not take its topic from a weaker one that can fill a slot.
-    fill: list[tuple[str, str]] = []
-    for j in candidates[last_actionable + 1 :]:
-        trait = traits[j]
-        if trait is None or not trait.context or trait.topic in used_topics:
-            continue
-        sentence = render(names[j], row, typical)
-        if not sentence:
-            continue
-        used_topics.add(trait.topic)
-        fill.append((names[j], sentence))
-        if len(actionable) + len(fill) == top_n:
-            break
-    return actionable + fill
+    after = actionable[-1][0] + 1 if actionable else 0
+    fill = pick(range(after, len(candidates)), context=True, wanted=top_n - len(actionable))
+    return [(code, sentence) for _, code, sentence in actionable + fill]
 
 
 def explain_listed(
