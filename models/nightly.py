@@ -80,6 +80,17 @@ def champion_feature_settings(settings: Settings) -> dict[str, Any]:
     return recorded
 
 
+def champion_settings(model: RegisteredModel) -> dict[str, Any]:
+    """The settings that define what ``model`` predicts, as it was trained: label kind,
+    horizon and the :data:`FEATURE_SETTINGS` it recorded (typed as in :class:`Settings`)."""
+    wanted: dict[str, Any] = {"label_kind": model.label_kind, "horizon_days": model.horizon_days}
+    for name in FEATURE_SETTINGS:
+        if name in model.feature_settings:
+            value = model.feature_settings[name]
+            wanted[name] = tuple(value) if name == "public_channels" else int(value)
+    return wanted
+
+
 def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[Settings, list[str]]:
     """The settings to score with ``model``: its own label kind, horizon and feature settings.
 
@@ -89,15 +100,9 @@ def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[S
     (for a model that recorded them). Returns the settings and one warning per setting
     that differed from the model's; a different time zone is only reported.
     """
-    recorded = dict(model.feature_settings)
-    wanted: dict[str, Any] = {"label_kind": model.label_kind, "horizon_days": model.horizon_days}
-    for name in FEATURE_SETTINGS:
-        if name in recorded:
-            value = recorded[name]
-            wanted[name] = tuple(value) if name == "public_channels" else int(value)
     changes: dict[str, Any] = {}
     warnings: list[str] = []
-    for name, value in wanted.items():
+    for name, value in champion_settings(model).items():
         configured = getattr(settings, name)
         if configured != value:
             changes[name] = value
@@ -105,7 +110,7 @@ def settings_for_champion(settings: Settings, model: RegisteredModel) -> tuple[S
                 f"champion {model.version} was trained with {name}={value} but the settings "
                 f"say {configured}; scoring uses the champion's {value}"
             )
-    zone = recorded.get("timezone")
+    zone = model.feature_settings.get("timezone")
     if zone is not None and zone != settings.timezone:
         warnings.append(
             f"champion {model.version} was trained with timezone={zone} but the settings say "

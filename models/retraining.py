@@ -41,7 +41,7 @@ from models.evaluate import (
     evaluate_candidate,
     training_overlap,
 )
-from models.nightly import FEATURE_SETTINGS, champion_feature_settings
+from models.nightly import champion_feature_settings, champion_settings
 from models.registry import (
     NoChampionError,
     RegisteredModel,
@@ -379,14 +379,13 @@ def champion_target_warning(
     another label kind, horizon, lookback, inactivity period or public channels is then
     judged on a task it was not trained for, and the comparison says little either way.
     """
-    trained = {"label_kind": champion.label_kind, "horizon_days": champion.horizon_days}
-    trained.update({k: v for k, v in champion.feature_settings.items() if k in FEATURE_SETTINGS})
-    now = {**champion_feature_settings(settings), "label_kind": settings.label_kind}
+    trained = champion_settings(champion)
+    now = {name: getattr(settings, name) for name in trained}
     now["horizon_days"] = horizon_days
     differences = [
-        f"{name} {trained[name]} (now {now[name]})"
-        for name in trained
-        if name in now and _comparable(trained[name]) != _comparable(now[name])
+        f"{name} {_shown(value)} (now {_shown(now[name])})"
+        for name, value in trained.items()
+        if now[name] != value
     ]
     if not differences:
         return None
@@ -397,8 +396,8 @@ def champion_target_warning(
     )
 
 
-def _comparable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list | tuple) else value
+def _shown(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def champion_overlap_warning(champion: RegisteredModel, holdout_dates: list[date]) -> str | None:
