@@ -320,18 +320,14 @@ def train_cmd(
         _preflight(settings)
         from flows.retrain import retrain
 
-        expected = _training_errors()
-        try:
-            with _no_traceback_in_flow_logs(expected):
-                result = retrain(
-                    as_of=day,
-                    snapshots=snapshots,
-                    horizon_days=horizon_days,
-                    promote=promote,
-                    settings=settings,
-                )
-        except expected as exc:
-            raise CliError(f"training failed: {exc}") from None
+        with _training_failures("training failed"):
+            result = retrain(
+                as_of=day,
+                snapshots=snapshots,
+                horizon_days=horizon_days,
+                promote=promote,
+                settings=settings,
+            )
         _print_training(result)
 
     _run(go)
@@ -357,6 +353,17 @@ def _no_traceback_in_flow_logs(expected: tuple[type[BaseException], ...]) -> Ite
         yield
     finally:
         logger.removeFilter(drop)
+
+
+@contextmanager
+def _training_failures(what: str) -> Iterator[None]:
+    """Data or requests training cannot handle end the command as ``error: <what>: ...``."""
+    expected = _training_errors()
+    try:
+        with _no_traceback_in_flow_logs(expected):
+            yield
+    except expected as exc:
+        raise CliError(f"{what}: {exc}") from None
 
 
 def _training_errors() -> tuple[type[BaseException], ...]:
@@ -651,13 +658,9 @@ def demo_cmd(
         from flows.runtime import prepare_demo
 
         settings = _settings(warehouse)
-        expected = _training_errors()
-        try:
-            with _no_traceback_in_flow_logs(expected):
-                for line in prepare_demo(settings, customers=customers):
-                    out.print(line)
-        except expected as exc:
-            raise CliError(f"training the demo model failed: {exc}") from None
+        with _training_failures("training the demo model failed"):
+            for line in prepare_demo(settings, customers=customers):
+                out.print(line)
         from flows.nightly import nightly_score
 
         result = nightly_score(as_of=None, settings=settings)
