@@ -50,6 +50,7 @@ OTHER_CHANNEL = "other"
 
 _ROW = "__row"
 _RULE = "__rule"
+_RULE_DTYPE = pl.UInt8
 _CSAT_RANGE = (1, 5)
 
 
@@ -104,24 +105,30 @@ class QualityReport:
         return lines
 
 
-def _flag(rule: str, condition: pl.Expr) -> pl.Expr:
-    """Set the rule on rows not yet flagged where ``condition`` holds."""
+def _flag(code: int, condition: pl.Expr) -> pl.Expr:
+    """Set rule ``code`` on rows not yet flagged where ``condition`` holds.
+
+    Rules are small integer codes (positions in :func:`rule_names`) while flagging, and
+    named only in the report: a string per row would cost a string column per rule.
+    """
     return (
         pl.when(pl.col(_RULE).is_null() & condition.fill_null(False))
-        .then(pl.lit(rule))
+        .then(pl.lit(code, dtype=_RULE_DTYPE))
         .otherwise(pl.col(_RULE))
         .alias(_RULE)
     )
 
 
-def _flag_duplicates(frame: pl.LazyFrame, rule: str, key: str, earliest: str) -> pl.LazyFrame:
+def _flag_duplicates(frame: pl.LazyFrame, code: int, key: str, earliest: str) -> pl.LazyFrame:
     """Flag all but the first unflagged row per ``key`` (earliest ``earliest``, then row order)."""
     alive = pl.col(_RULE).is_null()
     first_of_key = pl.when(alive).then(pl.col(key)).is_first_distinct()
     return (
-        frame.sort([earliest, _ROW], nulls_last=True)
-        .with_columns(_flag(rule, alive & ~first_of_key))
+        frame.with_row_index(_ROW)
+        .sort([earliest, _ROW], nulls_last=True)
+        .with_columns(_flag(code, alive & ~first_of_key))
         .sort(_ROW)
+        .drop(_ROW)
     )
 
 
@@ -151,41 +158,42 @@ def rule_names(table: str) -> list[str]:
 
 
 def _flag_rules(
-    table: str, frame: pl.LazyFrame, as_of: datetime, known_customers: pl.LazyFrame | None
+    table: str, frame: pl.LazyFrame, as_of: datetime, known_customers: pl.Series | None
 ) -> pl.LazyFrame:
-    """``frame`` with a row index and the first failing rule per row (null: kept)."""
-    lf = frame.with_row_index(_ROW).with_columns(pl.lit(None, dtype=pl.String).alias(_RULE))
+    """``frame`` with the code of the first failing rule per row (null: kept).
+
+    The code is the rule's position in :func:`rule_names` ``(table)``.
+    """
+    code = {rule: position for position, rule in enumerate(rule_names(table))}
+    lf = frame.with_columns(pl.lit(None, dtype=_RULE_DTYPE).alias(_RULE))
     id_columns = ["customer_id"] + (["interaction_id"] if table == "interactions" else [])
     lf = lf.with_columns(
-        _flag("null_id", pl.any_horizontal([pl.col(c).is_null() for c in id_columns]))
+        _flag(code["null_id"], pl.any_horizontal([pl.col(c).is_null() for c in id_columns]))
     )
     for column in _required_columns(table):
         if column not in id_columns:
-            lf = lf.with_columns(_flag(f"null_required:{column}", pl.col(column).is_null()))
+            lf = lf.with_columns(_flag(code[f"null_required:{column}"], pl.col(column).is_null()))
     if table == "customers":
-        lf = _flag_duplicates(lf, "duplicate_customer_id", "customer_id", "signup_at")
+        lf = _flag_duplicates(lf, code["duplicate_customer_id"], "customer_id", "signup_at")
     if table == "interactions":
         opened = pl.col("opened_at")
-        lf = _flag_duplicates(lf, "duplicate_interaction_id", "interaction_id", "opened_at")
-        lf = lf.with_columns(_flag("response_before_open", pl.col("first_response_at") < opened))
-        lf = lf.with_columns(_flag("resolved_before_open", pl.col("resolved_at") < opened))
-        lf = lf.with_columns(_flag("negative_transfers", pl.col("transfers") < 0))
+        lf = _flag_duplicates(lf, code["duplicate_interaction_id"], "interaction_id", "opened_at")
+        lf = lf.with_columns(
+            _flag(code["response_before_open"], pl.col("first_response_at") < opened)
+        )
+        lf = lf.with_columns(_flag(code["resolved_before_open"], pl.col("resolved_at") < opened))
+        lf = lf.with_columns(_flag(code["negative_transfers"], pl.col("transfers") < 0))
     if table == "subscriptions":
         lf = lf.with_columns(
-            _flag("subscription_end_before_start", pl.col("ended_at") < pl.col("started_at"))
+            _flag(
+                code["subscription_end_before_start"],
+                pl.col("ended_at") < pl.col("started_at"),
+            )
         )
-    lf = lf.with_columns(_flag("after_as_of", pl.col(EVENT_TIME[table]) > pl.lit(as_of)))
+    lf = lf.with_columns(_flag(code["after_as_of"], pl.col(EVENT_TIME[table]) > pl.lit(as_of)))
     if known_customers is not None:
-        known = (
-            known_customers.select("customer_id")
-            .unique()
-            .with_columns(pl.lit(True).alias("__known"))
-        )
-        lf = (
-            lf.join(known, on="customer_id", how="left", maintain_order="left")
-            .with_columns(_flag("unknown_customer", pl.col("__known").is_null()))
-            .drop("__known")
-        )
+        known = pl.col("customer_id").is_in(known_customers.implode())
+        lf = lf.with_columns(_flag(code["unknown_customer"], ~known))
     return lf
 
 
@@ -267,12 +275,11 @@ def validate(
         raise ValueError(f"as_of {as_of.isoformat()} has no time zone; pass an aware datetime")
     as_of_utc = as_of.astimezone(UTC)
     frames = data.frames()
-    flagged_customers = _flag_rules("customers", frames["customers"].lazy(), as_of_utc, None)
-    kept_customers = flagged_customers.filter(pl.col(_RULE).is_null())
-    plans = {"customers": flagged_customers}
-    for table in SOURCE_TABLES[1:]:
-        plans[table] = _flag_rules(table, frames[table].lazy(), as_of_utc, kept_customers)
-    collected = dict(zip(plans, pl.collect_all(list(plans.values())), strict=True))
+    customers = _flag_rules("customers", frames["customers"].lazy(), as_of_utc, None)
+    flagged_customers = customers.collect()
+    kept_ids = flagged_customers.filter(pl.col(_RULE).is_null())["customer_id"]
+    plans = [_flag_rules(t, frames[t].lazy(), as_of_utc, kept_ids) for t in SOURCE_TABLES[1:]]
+    collected = dict(zip(SOURCE_TABLES, [flagged_customers, *pl.collect_all(plans)], strict=True))
 
     kept_frames: dict[str, pl.DataFrame] = {}
     quarantined: dict[str, dict[str, int]] = {}
@@ -280,15 +287,25 @@ def validate(
     samples: dict[str, pl.DataFrame] = {}
     for table, flagged in collected.items():
         columns = frames[table].columns
+        rules = rule_names(table)
         bad = flagged.filter(pl.col(_RULE).is_not_null())
         counts = bad.group_by(_RULE).len()
-        by_rule = dict(zip(counts[_RULE].to_list(), counts["len"].to_list(), strict=True))
+        by_code = dict(zip(counts[_RULE].to_list(), counts["len"].to_list(), strict=True))
         quarantined[table] = {
-            rule: int(by_rule[rule]) for rule in rule_names(table) if rule in by_rule
+            rule: int(by_code[code]) for code, rule in enumerate(rules) if code in by_code
         }
         if bad.height:
-            samples[table] = bad.head(SAMPLE_ROWS).select(*columns, pl.col(_RULE).alias("rule"))
-        kept = flagged.filter(pl.col(_RULE).is_null()).select(columns)
+            samples[table] = bad.head(SAMPLE_ROWS).select(
+                *columns,
+                pl.col(_RULE)
+                .replace_strict(list(range(len(rules))), rules, return_dtype=pl.String)
+                .alias("rule"),
+            )
+        kept = (
+            flagged.filter(pl.col(_RULE).is_null()).select(columns)
+            if bad.height
+            else flagged.select(columns)
+        )
         kept, normalised[table] = _normalise_amounts(table, kept)
         if table == "interactions":
             kept, channels = _normalise_interactions(kept, known_channels)
