@@ -234,6 +234,7 @@ def _score_locked(
                 timings, "extract", with_retries(extract_task, settings), engine, wh, window
             )
             clean, quality = _timed(timings, "validate", validate_task, settings, data, window)
+            del data  # the rows as read: free them before the features are built
             counts["quarantined"] = quality.n_quarantined
             features = _timed(timings, "features", features_task, settings, clean, champion, as_of)
             data_quality = {
