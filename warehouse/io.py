@@ -5,6 +5,11 @@ any other dialect. Every read is conformed to the caller's Polars schema: names,
 and dtypes, timestamps as ``Datetime("us", "UTC")``. Values that cannot be converted
 raise ``ValueError`` naming the table, the column and how many rows failed.
 
+Reads that belong together (the source tables of one run) can see one instant of a
+PostgreSQL warehouse: :func:`shared_snapshot` exports a snapshot that every
+:func:`read_frame` given it imports, so rows committed while the reads run (a load still
+going on) appear in none of them, even when the tables are read on connections of their own.
+
 Writes: :func:`append_frame` inserts inside the caller's transaction (COPY on PostgreSQL,
 ``executemany`` on SQLite, batched inserts elsewhere); :func:`bulk_load` is the fastest
 append for large loads (ADBC ingest) and commits on its own.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -389,10 +395,38 @@ def uses_adbc(engine: sa.Engine) -> bool:
     return False
 
 
-def _read_adbc(engine: sa.Engine, query: sa.Select[Any]) -> pl.DataFrame:
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+"""What ``pg_export_snapshot()`` returns, e.g. ``00000003-0000001B-1``."""
+
+
+@contextmanager
+def shared_snapshot(engine: sa.Engine) -> Iterator[str | None]:
+    """A snapshot of a PostgreSQL warehouse for :func:`read_frame` to import; None elsewhere.
+
+    The exporting transaction (``REPEATABLE READ``, reading nothing) stays open until the
+    block ends, so every read started inside the block can import the snapshot; its
+    ``idle_in_transaction_session_timeout`` is lifted for that time, so a long read cannot
+    end it before the last read has started.
+    """
+    if engine.dialect.name != "postgresql":
+        yield None
+        return
+    with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+        conn.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        snapshot = str(conn.execute(sa.select(sa.func.pg_export_snapshot())).scalar_one())
+        if not _SNAPSHOT_ID.fullmatch(snapshot):
+            raise RuntimeError(f"pg_export_snapshot() returned an unexpected {snapshot!r}")
+        yield snapshot
+
+
+def _read_adbc(engine: sa.Engine, query: sa.Select[Any], snapshot: str | None) -> pl.DataFrame:
     backend = engine.dialect.name
     sql, params = _compile_positional(query, backend)
     with adbc_connection(engine) as conn, conn.cursor() as cursor:
+        if snapshot is not None:
+            # The identifier cannot be a bound parameter; it matched _SNAPSHOT_ID.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         if backend == "sqlite":
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(SQLITE_ADBC_BATCH_ROWS)}
@@ -438,16 +472,24 @@ def _read_generic(engine: sa.Engine, query: sa.Select[Any], names: Sequence[str]
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def read_frame(engine: sa.Engine, query: sa.Select[Any], schema: pl.Schema) -> pl.DataFrame:
+def read_frame(
+    engine: sa.Engine, query: sa.Select[Any], schema: pl.Schema, *, snapshot: str | None = None
+) -> pl.DataFrame:
     """Run a Core SELECT (parameters bound, never inlined) and return exactly ``schema``.
 
-    ADBC for PostgreSQL and file-backed SQLite, SQLAlchemy otherwise. An empty result
-    still has the schema. Raises ``ValueError`` naming the table, the column and how
-    many rows failed when values cannot be converted to the schema's dtypes.
+    ADBC for PostgreSQL and file-backed SQLite, SQLAlchemy otherwise. ``snapshot`` (from
+    :func:`shared_snapshot`, PostgreSQL only) makes the read see the database as of that
+    snapshot. An empty result still has the schema. Raises ``ValueError`` naming the
+    table, the column and how many rows failed when values cannot be converted to the
+    schema's dtypes.
     """
     source = _query_source(query)
+    if snapshot is not None and engine.dialect.name != "postgresql":
+        raise ValueError(f"snapshots are PostgreSQL's; this engine is {engine.dialect.name}")
+    if snapshot is not None and not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"{snapshot!r} is not a PostgreSQL snapshot identifier")
     if uses_adbc(engine):
-        raw = _read_adbc(engine, query)
+        raw = _read_adbc(engine, query, snapshot)
     else:
         raw = _read_generic(engine, query, schema.names())
     if raw.height == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -11,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
+from tests.hardening.helpers import holding, wait_until, waiting_backends
 from warehouse.db import engine_for
 from warehouse.extract import SourceData, extract, source_query
-from warehouse.io import append_frame
+from warehouse.io import append_frame, read_frame, shared_snapshot
 from warehouse.migrate import create_source_tables
 from warehouse.schema import SOURCE_TABLES, Warehouse, build_warehouse, contract_schema
 from warehouse.settings import Settings
@@ -436,4 +438,81 @@ def test_naive_timestamp_columns_are_utc_whatever_the_session_zone(
     assert data.activity.select("event_type", "occurred_at").rows() == [
         ("inside", datetime(2024, 3, 1, 0, 30, tzinfo=UTC))
     ]
+    engine.dispose()
+
+
+# -- one instant for all five tables (PostgreSQL) ---------------------------------------------
+
+
+@pytest.mark.postgres
+def test_reads_given_a_shared_snapshot_do_not_see_later_commits(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(pg_url)
+    wh = build_warehouse(settings)
+    engine = engine_for(settings)
+    try:
+        _load_window_rows(engine, wh)
+        table = wh["customers"]
+        query = sa.select(table.c.customer_id).order_by(table.c.customer_id)
+        schema = pl.Schema({"customer_id": pl.Int64()})
+        with shared_snapshot(engine) as snapshot:
+            assert snapshot is not None
+            _insert(engine, table, [{"customer_id": 99, "signup_at": "2024-03-10 00:00:00Z"}])
+            as_of_snapshot = read_frame(engine, query, schema, snapshot=snapshot)
+            latest = read_frame(engine, query, schema)
+        assert 99 not in as_of_snapshot["customer_id"].to_list()
+        assert 99 in latest["customer_id"].to_list()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_five_tables_are_read_as_of_one_instant(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A customer committed while the first reads wait is in none of the tables read later.
+
+    Both read workers are held on their first tables (activity, interactions) by a session
+    that locks them; a loader then commits a new customer; the customers table, read after
+    the locks are released, must still not show it.
+    """
+    settings = make_settings(pg_url)
+    wh = build_warehouse(settings)
+    engine = engine_for(settings)
+    admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    database = str(sa.engine.make_url(pg_url).database)
+    try:
+        _load_window_rows(engine, wh)
+        result: dict[str, SourceData] = {}
+        with holding(pg_url, "LOCK TABLE activity, interactions IN ACCESS EXCLUSIVE MODE") as lock:
+            reader = threading.Thread(
+                target=lambda: result.setdefault(
+                    "data", extract(engine, wh, window_start=START, window_end=END)
+                )
+            )
+            reader.start()
+            wait_until(
+                lambda: len(waiting_backends(admin, database, wait_event_type="Lock")) >= 2,
+                timeout=30,
+                what="both reads to wait for the locked tables",
+            )
+            _insert(engine, wh["customers"], [{"customer_id": 99, "signup_at": "2024-03-10Z"}])
+            lock.rollback()
+            reader.join(timeout=60)
+        assert not reader.is_alive()
+        assert sorted(result["data"].customers["customer_id"].to_list()) == [1, 2, 4]
+    finally:
+        admin.dispose()
+        engine.dispose()
+
+
+def test_snapshots_are_postgresql_identifiers_only(tmp_path: Any) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    query = sa.select(sa.literal(1).label("x"))
+    schema = pl.Schema({"x": pl.Int64()})
+    with shared_snapshot(engine) as snapshot:
+        assert snapshot is None
+    with pytest.raises(ValueError, match="snapshots are PostgreSQL's"):
+        read_frame(engine, query, schema, snapshot="00000003-0000001B-1")
     engine.dispose()
