@@ -1,4 +1,4 @@
-"""A quick run of the benchmark harness on a tiny SQLite warehouse (no timing asserts)."""
+"""A quick run of the benchmark harness at the S tier on SQLite (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench.harness import (
     NIGHTLY_STAGES,
+    TIERS,
     TRAINING_STAGES,
     bench_warehouse,
     prepare_warehouse,
@@ -27,23 +28,22 @@ REQUIRED_KEYS = (
 REQUIRED_STAGES = ("extract", "validate", "features", "predict", "reasons", "prioritise", "write")
 
 
-def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path: Path) -> None:
+def test_s_tier_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path: Path) -> None:
     result = run_benchmark(
         tier="S",
         backend="sqlite",
         baseline=True,
         results_dir=tmp_path / "results",
-        customers=1500,
         train=True,
         data_dir=tmp_path / "data",
         echo=False,
     )
-    written = json.loads((tmp_path / "results" / "S-sqlite-1500.json").read_text())
+    written = json.loads((tmp_path / "results" / "S-sqlite.json").read_text())
     for key in REQUIRED_KEYS:
         assert key in written, key
     assert written["tier"] == "S"
     assert written["backend"] == "sqlite"
-    assert written["customers"] == 1500
+    assert written["customers"] == TIERS["S"] == 10_000
     for key in ("cores", "memory_gb", "cpu_model", "python", "libraries", "load_average_at_start"):
         assert key in written["machine"], key
     assert set(REQUIRED_STAGES) <= set(NIGHTLY_STAGES)
@@ -76,7 +76,7 @@ def test_tiny_run_writes_every_stage_and_key_then_reuses_the_warehouse(tmp_path:
     assert "| S-sqlite |" in render_markdown([written])
 
     rerun = prepare_warehouse(
-        bench_warehouse("S", "sqlite", customers=1500, data_dir=tmp_path / "data"),
+        bench_warehouse("S", "sqlite", data_dir=tmp_path / "data"),
         tmp_path / "artifacts",
     )
     assert rerun["reused"] is True
