@@ -460,6 +460,16 @@ def _time_key(instant: pl.Expr, base: datetime) -> pl.Expr:
     return micros // 1_000_000 * 2 + (micros % 1_000_000 != 0).cast(pl.Int64)
 
 
+_FIXED_POINT_SCALE: Final = 1_000_000
+"""Activity running totals count millionths: up to 1.7e38 fits a 128-bit total, room for
+10^17 rows of the largest plausible amount (1e15, i.e. 1e21 millionths)."""
+
+
+def _fixed_point(value: pl.Expr) -> pl.Expr:
+    """``value`` in millionths as a 128-bit integer (a strict cast: NaN or overflow raise)."""
+    return (value.cast(pl.Float64) * _FIXED_POINT_SCALE).round().cast(pl.Int128)
+
+
 def _lookup_key(code: pl.Expr, instant: pl.Expr, base: datetime) -> pl.Expr:
     return code.cast(pl.Int64) * (1 << _TIME_KEY_BITS) + _time_key(instant, base)
 
@@ -478,8 +488,13 @@ def activity_aggregates(
     sorted once by customer and time and every summed value is accumulated. A window sum
     is the difference of the running totals just before the window's two boundaries, both
     found with one ``join_asof`` per boundary; ``last`` is the instant, to the second, of the
-    row found just before the cutoff. Counts are exact; value sums are exact up to the
-    rounding of a Float64 total.
+    row found just before the cutoff. Running totals of values are kept in fixed point
+    (millionths, as 128-bit integers), so the differences are exact: counts are exact,
+    value sums are exact to a millionth, and no customer's values, however large, blur
+    another's sums (Float64 totals would: after a customer with a value of 1e17, the next
+    customers' value sums read 0). Values must be finite and within
+    ±:data:`warehouse.validate.MAX_PLAUSIBLE_AMOUNT`, as validation leaves them; others stop
+    the build with Polars' conversion error.
     """
     lookback_start = snapshots.cutoffs(snapshots.lookback_days)
     base: datetime = lookback_start.min()  # type: ignore[assignment]
@@ -493,7 +508,7 @@ def activity_aggregates(
         totals[column] = aggregation.value
     codes = keys.select("customer_id").unique().sort("customer_id").with_row_index("_code")
     occurred = pl.col("occurred_at")
-    running = (
+    rows = (
         source_frame(sources, "activity")
         .filter((occurred >= base) & (occurred < snapshots.cutoffs(0).max()))
         .with_columns(
@@ -509,11 +524,17 @@ def activity_aggregates(
         )
         .sort("_key")
         .with_columns(value.alias(column) for column, value in totals.items())
-        .select(
-            "_key",
-            pl.col("_key").alias("_found_key"),
-            *(pl.col(column).cum_sum() for column in totals),
-        )
+    )
+    # Counts are integers already; summed values go to fixed point (see the docstring).
+    schema = rows.collect_schema()
+    fractional = [column for column in totals if schema[column].is_float()]
+    scale = {column: _FIXED_POINT_SCALE if column in fractional else 1 for column in totals}
+    running = rows.with_columns(
+        _fixed_point(pl.col(column)).alias(column) for column in fractional
+    ).select(
+        "_key",
+        pl.col("_key").alias("_found_key"),
+        *(pl.col(column).cum_sum() for column in totals),
     )
     # Sorted by customer code, then snapshot: the keys of every boundary are sorted too.
     lookups = keys.join(codes, on="customer_id").sort("_code", SNAPSHOT_INDEX)
@@ -552,8 +573,11 @@ def activity_aggregates(
     in_lookback = found_at >= pl.lit(lookback_start).gather(pl.col(SNAPSHOT_INDEX))
     window_sums = [
         (
-            pl.col(f"{total_of[str(a.value)]}@{a.window[1]}")
-            - pl.col(f"{total_of[str(a.value)]}@{a.window[0]}")
+            (
+                pl.col(f"{total_of[str(a.value)]}@{a.window[1]}")
+                - pl.col(f"{total_of[str(a.value)]}@{a.window[0]}")
+            ).cast(pl.Float64)
+            / scale[total_of[str(a.value)]]
         ).alias(a.name)
         for a in sums
         if a.window is not None

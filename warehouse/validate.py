@@ -20,7 +20,9 @@ Normalisations on kept rows: ``channel`` and ``kind`` are trimmed and lower-case
 ``csat_out_of_range`` (csat outside 1..5) becomes null; ``unknown_channel`` (not in the
 known channels, compared after trimming and lower-casing) becomes ``'other'``;
 ``not_finite:<column>`` (NaN or an infinite amount in ``monthly_value``, ``mrr`` or
-``value``) becomes null; ``negative_monthly_value`` becomes null.
+``value``) becomes null; ``implausible_amount:<column>`` (a finite amount beyond
+:data:`MAX_PLAUSIBLE_AMOUNT` either way) becomes null; ``negative_monthly_value`` becomes
+null. An amount counts under the first of these three it fails.
 
 A first_response_at or resolved_at later than ``as_of`` is not an error: at ``as_of``
 that answer or resolution simply had not happened yet.
@@ -47,6 +49,15 @@ SAMPLE_ROWS = 20
 
 OTHER_CHANNEL = "other"
 """What an unknown channel becomes."""
+
+MAX_PLAUSIBLE_AMOUNT = 1e15
+"""The largest amount (``monthly_value``, ``mrr``, an activity ``value``) taken as real.
+
+A quadrillion is beyond any customer's monthly value or any single event in any currency;
+larger finite values (1e308, say) are load errors. Kept, they would put garbage at the top
+of the list by value at risk and, summed, overflow a customer's features to infinity, which
+stops the whole run.
+"""
 
 _ROW = "__row"
 _RULE = "__rule"
@@ -218,15 +229,19 @@ def _normalise_interactions(
 
 
 def _normalise_amounts(table: str, kept: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """NaN and infinite amounts (and negative monthly values) become null, counted."""
-    rules: list[tuple[str, str, pl.Expr]] = [
-        (f"not_finite:{name}", name, pl.col(name).is_not_null() & ~pl.col(name).is_finite())
-        for name, dtype in kept.schema.items()
-        if dtype.is_float()
-    ]
+    """NaN, infinite and implausible amounts (and negative monthly values) become null, counted."""
+    rules: list[tuple[str, str, pl.Expr]] = []
+    for name, dtype in kept.schema.items():
+        if not dtype.is_float():
+            continue
+        amount = pl.col(name)
+        rules.append((f"not_finite:{name}", name, amount.is_not_null() & ~amount.is_finite()))
+        implausible = amount.is_finite() & (amount.abs() > MAX_PLAUSIBLE_AMOUNT)
+        rules.append((f"implausible_amount:{name}", name, implausible))
     if table == "customers":
         value = pl.col("monthly_value")
-        rules.append(("negative_monthly_value", "monthly_value", value.is_finite() & (value < 0)))
+        plausible = value.abs() <= MAX_PLAUSIBLE_AMOUNT
+        rules.append(("negative_monthly_value", "monthly_value", plausible & (value < 0)))
     if not rules:
         return kept, {}
     flags = kept.select(condition.sum().alias(rule) for rule, _, condition in rules)

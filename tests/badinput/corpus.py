@@ -569,13 +569,28 @@ def absurd_values(site: Site) -> None:
         "WHERE customer_id = :c AND value = 1.0",
         c=site.customers[0],
     )
+    # Two events of 1e308 would sum to infinity in the customer's features.
+    site.insert(
+        "activity",
+        [
+            {
+                "customer_id": site.customers[0],
+                "occurred_at": when,
+                "event_type": "order",
+                "value": 1e308,
+            }
+            for _ in range(2)
+        ],
+    )
     site.notes["customer"] = site.customers[0]
 
 
-def check_most_valuable_first(ran: Ran) -> None:
-    rows = ran.full_list().sort("rank")
-    assert rows["customer_id"][0] == ran.notes["customer"]
+def check_no_absurd_amount_reaches_the_list(ran: Ran) -> None:
+    rows = ran.full_list()
     assert rows["value_at_risk"].is_finite().all()
+    assert rows["customer_value"].abs().max() <= 1e15  # type: ignore[operator]
+    customer = rows.filter(pl.col("customer_id") == ran.notes["customer"])
+    assert customer.height == 1
 
 
 def null_ids_and_required_values(site: Site) -> None:
@@ -906,21 +921,25 @@ CATALOG: tuple[Case, ...] = (
     ),
     Case(
         "absurd_values",
-        "transfers -1, csat 99, monthly_value -5 and 1e308, an infinite mrr and value",
+        "transfers -1, csat 99, monthly_value -5 and 1e308, an infinite mrr and value, "
+        "activity values of 1e308",
         BOTH,
         absurd_values,
         Succeeds(
             quarantined={"interactions": {"negative_transfers": 2}},
             normalised={
-                "customers": {"negative_monthly_value": 2},
+                "customers": {
+                    "implausible_amount:monthly_value": 1,
+                    "negative_monthly_value": 2,
+                },
                 "subscriptions": {"not_finite:mrr": 1},
                 "interactions": {"csat_out_of_range": 3},
-                "activity": {"not_finite:value": 2},
+                "activity": {"not_finite:value": 2, "implausible_amount:value": 2},
             },
-            rows_read_delta={"subscriptions": 1, "interactions": 5, "activity": 2},
+            rows_read_delta={"subscriptions": 1, "interactions": 5, "activity": 4},
         ),
         settings=RELAXED_DRIFT,
-        check=check_most_valuable_first,
+        check=check_no_absurd_amount_reaches_the_list,
     ),
     Case(
         "null_ids_and_required_values",

@@ -311,6 +311,35 @@ def test_engagement_features() -> None:
     )
 
 
+@pytest.mark.parametrize("large", [1e15, -1e15, 3e12])
+def test_one_customers_large_values_leave_every_other_customers_sums_exact(large: float) -> None:
+    """Value sums are exact per customer, whatever other customers' values are. With Float64
+    running totals, customer 1's value would blur the sums of every customer after it (with
+    1e15, customer 3's 0.001 read 0.0)."""
+    sources = make_sources(
+        subscriptions=subscribed(1, 2, 3),
+        activity=[
+            event("2026-02-01", "order", large),
+            *(e | {"customer_id": 2} for e in ACTIVITY),
+            event("2026-01-15", "order", 0.1, customer_id=3),
+            event("2026-01-16", "order", 0.2, customer_id=3),
+            event("2026-01-17", "order", 0.001, customer_id=3),
+        ],
+    )
+    frame = build_features(sources, [SNAPSHOT], CONFIG, ["order"])
+    assert one_row(frame)["activity_order_value_90d"] == large
+    assert one_row(frame, customer_id=2)["activity_order_value_90d"] == 30.0
+    assert one_row(frame, customer_id=3)["activity_order_value_90d"] == 0.301
+
+
+def test_values_beyond_the_plausible_stop_the_build_instead_of_being_summed() -> None:
+    sources = make_sources(
+        subscriptions=subscribed(1), activity=[event("2026-02-01", "order", 1e300)]
+    )
+    with pytest.raises(pl.exceptions.InvalidOperationError, match="conversion"):
+        build_features(sources, [SNAPSHOT], CONFIG, ["order"]).collect()
+
+
 def test_activity_trend_without_prior_activity_is_null_and_stopped_activity_is_zero() -> None:
     sources = make_sources(
         subscriptions=subscribed(1, 2),
