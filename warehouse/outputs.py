@@ -796,6 +796,18 @@ def _run_details(
 
 _APPLICATION_PREFIX = "retention-risk run "
 
+LOCK_KEEPALIVE = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+}
+"""TCP keepalives of the PostgreSQL session holding a day's lock (seconds, probes).
+
+The server notices a client whose host vanished from the network only through keepalives;
+with the server's defaults (often 2 hours and more) the day stays locked, and every rerun is
+refused, for that long. With these the lock is released about a minute after the host goes.
+"""
+
 
 @contextmanager
 def _postgres_lock(
@@ -810,6 +822,11 @@ def _postgres_lock(
         conn.commit()
 
     try:
+        conn.execute(
+            sa.select(
+                *(sa.func.set_config(name, value, False) for name, value in LOCK_KEEPALIVE.items())
+            )
+        )
         acquired = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
         conn.commit()
         if acquired and run_id:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 
 from warehouse.db import engine_for, engine_for_url
 from warehouse.migrate import init_db
-from warehouse.outputs import RunInProgress, as_of_lock, start_run
+from warehouse.outputs import LOCK_KEEPALIVE, RunInProgress, as_of_lock, start_run
 from warehouse.schema import Warehouse, build_warehouse
 from warehouse.settings import Settings
 
@@ -130,3 +132,54 @@ def test_the_sqlite_lock_file_is_removed_after_the_run(tmp_path: Path) -> None:
         assert [p.name for p in tmp_path.glob("*.lock")] == ["w.db.retention_list.2026-11-20.lock"]
     assert not list(tmp_path.glob("*.lock"))
     engine.dispose()
+
+
+def _keepalive_seconds(server_port: int, client_port: int) -> int | None:
+    """The kernel's keepalive timer of the server's socket for one client port, if shown."""
+    shown = subprocess.run(
+        [
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+            f"( sport = :{server_port} and dport = :{client_port} )",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    timer = re.search(r"timer:\(keepalive,(?:(\d+)min)?(?:(\d+)(?:\.\d+)?sec)?", shown)
+    if timer is None:
+        return None  # another timer runs just now (data in flight)
+    return int(timer.group(1) or 0) * 60 + int(timer.group(2) or 0)
+
+
+@pytest.mark.postgres
+def test_the_lock_session_is_dropped_soon_after_its_host_vanishes(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """The server's socket of the lock session probes its client after 30 s of silence, not
+    after the server's default (2 hours here): seen in the kernel's keepalive timer."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read the server socket's keepalive timer")
+    settings = make_settings(pg_url)
+    engine = engine_for(settings)
+    try:
+        wh = build_warehouse(settings)
+        init_db(engine, wh)
+        with as_of_lock(engine, wh, AS_OF):
+            run_id = start_run(engine, wh, kind="nightly", as_of=AS_OF)
+            with engine.connect() as conn:
+                client_port = conn.execute(
+                    sa.text("SELECT client_port FROM pg_stat_activity WHERE application_name = :n"),
+                    {"n": f"retention-risk run {run_id}"},
+                ).scalar_one()
+            deadline = time.monotonic() + 5
+            seconds = _keepalive_seconds(engine.url.port or 5432, client_port)
+            while seconds is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                seconds = _keepalive_seconds(engine.url.port or 5432, client_port)
+    finally:
+        engine.dispose()
+    assert seconds is not None, "no keepalive timer on the lock session's server socket"
+    assert seconds <= int(LOCK_KEEPALIVE["tcp_keepalives_idle"])
