@@ -552,35 +552,13 @@ def absurd_values(site: Site) -> None:
         f"UPDATE {{subscriptions}} SET mrr = {infinite} WHERE customer_id = :c AND mrr = 1.0",
         c=site.customers[3],
     )
-    site.insert(
-        "activity",
-        [
-            {
-                "customer_id": site.customers[0],
-                "occurred_at": when,
-                "event_type": "order",
-                "value": 1.0,
-            }
-            for _ in range(2)
-        ],
-    )
+    order = {"customer_id": site.customers[0], "occurred_at": when, "event_type": "order"}
+    # Two events of 1e308 would sum to infinity in the customer's features.
+    site.insert("activity", [dict(order, value=v) for v in (1.0, 1.0, 1e308, 1e308)])
     site.execute(
         f"UPDATE {{activity}} SET value = {negative_infinite} "
         "WHERE customer_id = :c AND value = 1.0",
         c=site.customers[0],
-    )
-    # Two events of 1e308 would sum to infinity in the customer's features.
-    site.insert(
-        "activity",
-        [
-            {
-                "customer_id": site.customers[0],
-                "occurred_at": when,
-                "event_type": "order",
-                "value": 1e308,
-            }
-            for _ in range(2)
-        ],
     )
     site.notes["customer"] = site.customers[0]
 

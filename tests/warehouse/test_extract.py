@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -444,32 +444,41 @@ def test_naive_timestamp_columns_are_utc_whatever_the_session_zone(
 # -- one instant for all five tables (PostgreSQL) ---------------------------------------------
 
 
-@pytest.mark.postgres
-def test_reads_given_a_shared_snapshot_do_not_see_later_commits(
+@pytest.fixture
+def pg_loaded(
     pg_url: str, make_settings: Callable[..., Settings]
-) -> None:
+) -> Iterator[tuple[sa.Engine, Warehouse]]:
+    """A fresh PostgreSQL database holding the window rows, with its engine."""
     settings = make_settings(pg_url)
     wh = build_warehouse(settings)
     engine = engine_for(settings)
     try:
         _load_window_rows(engine, wh)
-        table = wh["customers"]
-        query = sa.select(table.c.customer_id).order_by(table.c.customer_id)
-        schema = pl.Schema({"customer_id": pl.Int64()})
-        with shared_snapshot(engine) as snapshot:
-            assert snapshot is not None
-            _insert(engine, table, [{"customer_id": 99, "signup_at": "2024-03-10 00:00:00Z"}])
-            as_of_snapshot = read_frame(engine, query, schema, snapshot=snapshot)
-            latest = read_frame(engine, query, schema)
-        assert 99 not in as_of_snapshot["customer_id"].to_list()
-        assert 99 in latest["customer_id"].to_list()
+        yield engine, wh
     finally:
         engine.dispose()
 
 
 @pytest.mark.postgres
+def test_reads_given_a_shared_snapshot_do_not_see_later_commits(
+    pg_loaded: tuple[sa.Engine, Warehouse],
+) -> None:
+    engine, wh = pg_loaded
+    table = wh["customers"]
+    query = sa.select(table.c.customer_id).order_by(table.c.customer_id)
+    schema = pl.Schema({"customer_id": pl.Int64()})
+    with shared_snapshot(engine) as snapshot:
+        assert snapshot is not None
+        _insert(engine, table, [{"customer_id": 99, "signup_at": "2024-03-10 00:00:00Z"}])
+        as_of_snapshot = read_frame(engine, query, schema, snapshot=snapshot)
+        latest = read_frame(engine, query, schema)
+    assert 99 not in as_of_snapshot["customer_id"].to_list()
+    assert 99 in latest["customer_id"].to_list()
+
+
+@pytest.mark.postgres
 def test_the_five_tables_are_read_as_of_one_instant(
-    pg_url: str, make_settings: Callable[..., Settings]
+    pg_url: str, pg_loaded: tuple[sa.Engine, Warehouse]
 ) -> None:
     """A customer committed while the first reads wait is in none of the tables read later.
 
@@ -477,14 +486,11 @@ def test_the_five_tables_are_read_as_of_one_instant(
     that locks them; a loader then commits a new customer; the customers table, read after
     the locks are released, must still not show it.
     """
-    settings = make_settings(pg_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
+    engine, wh = pg_loaded
     admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     database = str(sa.engine.make_url(pg_url).database)
+    result: dict[str, SourceData] = {}
     try:
-        _load_window_rows(engine, wh)
-        result: dict[str, SourceData] = {}
         with holding(pg_url, "LOCK TABLE activity, interactions IN ACCESS EXCLUSIVE MODE") as lock:
             reader = threading.Thread(
                 target=lambda: result.setdefault(
@@ -500,11 +506,10 @@ def test_the_five_tables_are_read_as_of_one_instant(
             _insert(engine, wh["customers"], [{"customer_id": 99, "signup_at": "2024-03-10Z"}])
             lock.rollback()
             reader.join(timeout=60)
-        assert not reader.is_alive()
-        assert sorted(result["data"].customers["customer_id"].to_list()) == [1, 2, 4]
     finally:
         admin.dispose()
-        engine.dispose()
+    assert not reader.is_alive()
+    assert sorted(result["data"].customers["customer_id"].to_list()) == [1, 2, 4]
 
 
 def test_snapshots_are_postgresql_identifiers_only(tmp_path: Any) -> None:
