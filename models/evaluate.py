@@ -166,9 +166,10 @@ def calibration_bins(
     ordered = probability[order]
     n = ordered.size
     result: list[tuple[float, float, int]] = []
+    parts = min(bins, max(n, 1))
     start = 0
-    for k in range(1, min(bins, max(n, 1)) + 1):
-        end = (n * k) // min(bins, max(n, 1))
+    for k in range(1, parts + 1):
+        end = (n * k) // parts
         if end < n:
             # Keep a run of equal probabilities together: end after its last row.
             end = int(np.searchsorted(ordered, ordered[end - 1], side="right")) if end else 0
