@@ -30,8 +30,36 @@ class Migration:
     apply: Callable[[sa.Connection, Warehouse], None]
 
 
-MIGRATIONS: tuple[Migration, ...] = ()
-"""Ordered steps from older schema versions; empty while version 1 is the only one."""
+def _add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
+    """Add ``table``'s declared column ``name`` to the database table when it lacks it.
+
+    The column must be nullable: existing rows get null.
+    """
+    column = table.c[name]
+    if not column.nullable:
+        raise ValueError(f"{table.fullname}.{name}: only a nullable column can be added")
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name, schema=table.schema):
+        return  # created whole, with the column, after the migrations
+    if name in {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}:
+        return
+    preparer = conn.dialect.identifier_preparer
+    spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {spec}"))
+
+
+def _add_pid_scope(conn: sa.Connection, wh: Warehouse) -> None:
+    _add_column(conn, wh["scoring_runs"], "pid_scope")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        from_version=1,
+        description="scoring_runs.pid_scope: the boot and PID namespace in which pid is valid",
+        apply=_add_pid_scope,
+    ),
+)
+"""Ordered steps from older schema versions."""
 
 
 def _create_schemas(conn: sa.Connection, schemas: Iterable[str | None]) -> None:

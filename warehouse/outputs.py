@@ -212,6 +212,23 @@ class RunSummary:
 # --------------------------------------------------------------------------------------------
 
 
+def pid_scope() -> str | None:
+    """Where this process's pid means this process: kernel boot and PID namespace (Linux).
+
+    Two containers can share a host name while each has its own PID namespace, and a
+    rebooted machine reuses pids: a pid identifies a process only together with the boot
+    (``/proc/sys/kernel/random/boot_id``) and the PID namespace (``/proc/self/ns/pid``),
+    e.g. ``d02d57bf-47c4-4994-9de4-06baeadc6c3f/pid:[4026531836]``. None where these are
+    not available (other operating systems).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = str(Path("/proc/self/ns/pid").readlink())
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"[:128]
+
+
 def start_run(
     engine: sa.Engine,
     wh: Warehouse,
@@ -243,6 +260,7 @@ def start_run(
                 heartbeat_at=now,
                 host=socket.gethostname()[:255],
                 pid=os.getpid(),
+                pid_scope=pid_scope(),
             )
         )
     if as_of is not None:
@@ -410,27 +428,39 @@ def mark_abandoned_runs(engine: sa.Engine, wh: Warehouse, *, stale_after: timede
     """Mark ``running`` runs as ``abandoned`` when their process is gone; return how many.
 
     A run is abandoned when its last heartbeat (or start) is older than
-    ``stale_after``, or when it was started on this host by a process that no
-    longer exists. The reason is written to ``error``.
+    ``stale_after``, or when it was started by a process of this host, boot and PID
+    namespace (:func:`pid_scope`) that no longer exists. A run from another PID
+    namespace (another container with the same host name) is judged by its heartbeat
+    only: its pid means nothing here. The reason is written to ``error``.
     """
     runs = wh["scoring_runs"]
-    here = socket.gethostname()[:255]
+    here, scope = socket.gethostname()[:255], pid_scope()
     with engine.connect() as conn:
         now = warehouse_now(conn)
         candidates = conn.execute(
             sa.select(
-                runs.c.run_id, runs.c.started_at, runs.c.heartbeat_at, runs.c.host, runs.c.pid
+                runs.c.run_id,
+                runs.c.started_at,
+                runs.c.heartbeat_at,
+                runs.c.host,
+                runs.c.pid,
+                runs.c.pid_scope,
             ).where(runs.c.status == "running")
         ).all()
     verdicts: dict[str, str] = {}
-    for run_id, started_at, heartbeat_at, host, pid in candidates:
+    for run_id, started_at, heartbeat_at, host, pid, run_scope in candidates:
         started, last = _aware(started_at), _aware(heartbeat_at) or _aware(started_at)
         if last is not None and now - last > stale_after:
             verdicts[run_id] = (
                 f"abandoned: no heartbeat since {last.isoformat(timespec='seconds')} "
                 f"(stale after {stale_after})"
             )
-        elif host == here and pid is not None and _process_gone(int(pid), started):
+        elif (
+            host == here
+            and run_scope == scope
+            and pid is not None
+            and _process_gone(int(pid), started)
+        ):
             verdicts[run_id] = f"abandoned: process {pid} on {host} is gone"
     marked = 0
     with engine.begin() as conn:

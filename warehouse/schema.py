@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from warehouse.settings import Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of the output tables. Bump it with a migration in ``warehouse.migrate``."""
 
 SOURCE_TABLES = ("customers", "subscriptions", "interactions", "activity", "retention_contacts")
@@ -120,6 +120,7 @@ def _scoring_runs() -> list[sa.Column[object]]:
         sa.Column("heartbeat_at", TS),
         sa.Column("host", sa.String(255)),
         sa.Column("pid", sa.Integer),
+        sa.Column("pid_scope", sa.String(128)),
         sa.Column("model_version", sa.String(64)),
         sa.Column("n_scored", sa.Integer),
         sa.Column("n_listed", sa.Integer),

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.retrain import train_and_register
+from warehouse.schema import SCHEMA_VERSION
 from warehouse.settings import Settings
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_init_db_is_idempotent(tmp_path: Path) -> None:
     for _ in range(2):
         code, output = _invoke("init-db", "--warehouse", url)
         assert code == 0, output
-        assert "schema version 1" in output
+        assert f"schema version {SCHEMA_VERSION}" in output
 
 
 def test_check_reports_a_missing_table_in_one_line(tmp_path: Path) -> None:
@@ -273,8 +274,6 @@ def test_reading_commands_say_when_the_output_tables_are_missing(tmp_path: Path)
 
 def test_a_newer_schema_is_refused_by_promote_and_reported_by_check(tmp_path: Path) -> None:
     import sqlalchemy as sa
-
-    from warehouse.schema import SCHEMA_VERSION
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     assert _invoke("init-db", "--warehouse", url)[0] == 0

@@ -27,6 +27,7 @@ from warehouse.outputs import (
     heartbeat,
     latest_runs,
     mark_abandoned_runs,
+    pid_scope,
     read_retention_list,
     replace_retention_list,
     start_run,
@@ -286,6 +287,7 @@ def test_run_lifecycle_and_masked_errors(
     run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
     run = run_row(engine, wh, run_id)
     assert run["status"] == "running" and run["pid"] == os.getpid()
+    assert run["pid_scope"] == pid_scope()
     assert run["started_at"].tzinfo is not None  # type: ignore[union-attr]
     assert heartbeat(engine, wh, run_id)
     finish_run(
@@ -322,8 +324,7 @@ def test_run_lifecycle_and_masked_errors(
     assert latest_runs(engine, wh, limit=1)["run_id"].to_list() == [failing]
 
 
-def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
-    # A run recorded for a process of this host that has since exited.
+def _exited_pid() -> int:
     child = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
@@ -331,7 +332,12 @@ def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
         check=True,
         timeout=60,
     )
-    dead_pid = int(child.stdout.strip())
+    return int(child.stdout.strip())
+
+
+def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
+    # A run recorded for a process of this host that has since exited.
+    dead_pid = _exited_pid()
     dead_run = start_run(engine, wh, kind="nightly", as_of=AS_OF)
     runs = wh["scoring_runs"]
     with engine.begin() as conn:
@@ -353,6 +359,60 @@ def test_mark_abandoned_runs(engine: sa.Engine, wh: Warehouse) -> None:
     assert "no heartbeat" in str(run_row(engine, wh, stale_run)["error"])
     assert run_row(engine, wh, live_run)["status"] == "running"
     assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 0
+
+
+def test_a_run_of_another_pid_namespace_is_judged_by_its_heartbeat_only(
+    engine: sa.Engine, wh: Warehouse
+) -> None:
+    """Containers can share a host name: a pid that is gone here may run over there."""
+    assert pid_scope() is not None, "this test needs Linux's boot id and PID namespaces"
+    gone_here = _exited_pid()
+    runs = wh["scoring_runs"]
+    neighbour = start_run(engine, wh, kind="nightly", as_of=AS_OF)
+    local = start_run(engine, wh, kind="nightly", as_of=AS_OF)
+    upgraded = start_run(engine, wh, kind="nightly", as_of=AS_OF)
+    with engine.begin() as conn:
+        for run_id, scope in (
+            (neighbour, f"{pid_scope()}-other"),
+            (local, pid_scope()),
+            (upgraded, None),  # recorded by a release without pid_scope
+        ):
+            conn.execute(
+                sa.update(runs)
+                .where(runs.c.run_id == run_id)
+                .values(pid=gone_here, pid_scope=scope)
+            )
+
+    assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 1
+    assert run_row(engine, wh, local)["status"] == "abandoned"
+    assert run_row(engine, wh, neighbour)["status"] == "running"
+    assert run_row(engine, wh, upgraded)["status"] == "running"
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.run_id == neighbour)
+            .values(heartbeat_at=utc_now() - timedelta(hours=2))
+        )
+    assert mark_abandoned_runs(engine, wh, stale_after=timedelta(hours=1)) == 1
+    assert "no heartbeat" in str(run_row(engine, wh, neighbour)["error"])
+
+
+def test_the_pid_scope_tells_pid_namespaces_apart() -> None:
+    """A process in a PID namespace of its own (a container) records another scope."""
+    command = [sys.executable, "-c", "from warehouse.outputs import pid_scope; print(pid_scope())"]
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a PID namespace here: {probe.stderr.decode().strip()}")
+    inside = subprocess.run(
+        ["unshare", "--pid", "--fork", *command], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    here = pid_scope()
+    assert here is not None and inside != "None"
+    boot, namespace = here.split("/")
+    assert inside.split("/")[0] == boot
+    assert inside.split("/")[1] != namespace
+    assert namespace.startswith("pid:[")
 
 
 def test_a_run_without_drift_or_data_quality_stores_sql_null(

@@ -72,6 +72,70 @@ def test_older_version_without_a_migration_is_refused(engine: sa.Engine, wh: War
     assert _tables(engine) == {"retention_schema_version"}
 
 
+def _version_1_layout(engine: sa.Engine, wh: Warehouse) -> None:
+    """The output tables as release 1 created them: scoring_runs without pid_scope."""
+    metadata = sa.MetaData()
+    for table in wh.outputs:
+        if table is not wh["scoring_runs"]:
+            table.to_metadata(metadata)
+    declared = wh["scoring_runs"]
+    runs = sa.Table(
+        declared.name,
+        metadata,
+        *[
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in declared.columns
+            if c.name != "pid_scope"
+        ],
+        schema=declared.schema,
+    )
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            metadata.tables[wh["schema_version"].key]
+            .insert()
+            .values(version=1, applied_at=datetime.now(UTC))
+        )
+        conn.execute(
+            runs.insert().values(
+                run_id="r-1",
+                kind="nightly",
+                status="succeeded",
+                started_at=datetime(2026, 11, 1, 2, tzinfo=UTC),
+                host="host-a",
+                pid=4242,
+                n_scored=10,
+            )
+        )
+
+
+def test_version_1_is_migrated_in_place_keeping_its_runs(engine: sa.Engine, wh: Warehouse) -> None:
+    _version_1_layout(engine, wh)
+    runs = wh["scoring_runs"]
+    assert "pid_scope" not in {c["name"] for c in sa.inspect(engine).get_columns(runs.name)}
+
+    assert init_db(engine, wh) == SCHEMA_VERSION == 2
+    assert init_db(engine, wh) == SCHEMA_VERSION
+
+    assert "pid_scope" in {c["name"] for c in sa.inspect(engine).get_columns(runs.name)}
+    table = wh["schema_version"]
+    with engine.connect() as conn:
+        versions = conn.execute(sa.select(table.c.version).order_by(table.c.version)).scalars()
+        assert versions.all() == [1, 2]
+        old = conn.execute(sa.select(runs).where(runs.c.run_id == "r-1")).mappings().one()
+    kept = (old["host"], old["pid"], old["pid_scope"], old["n_scored"])
+    assert kept == ("host-a", 4242, None, 10)
+
+
+def test_migration_creates_a_missing_output_table_whole(engine: sa.Engine, wh: Warehouse) -> None:
+    _version_1_layout(engine, wh)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {wh['scoring_runs'].name}"))
+    assert init_db(engine, wh) == SCHEMA_VERSION
+    names = {c["name"] for c in sa.inspect(engine).get_columns(wh["scoring_runs"].name)}
+    assert names == {c.name for c in wh["scoring_runs"].columns}
+
+
 def test_create_source_tables_is_idempotent(engine: sa.Engine, wh: Warehouse) -> None:
     create_source_tables(engine, wh)
     create_source_tables(engine, wh)
