@@ -14,6 +14,16 @@ Writes: :func:`append_frame` inserts inside the caller's transaction (COPY on Po
 ``executemany`` on SQLite, batched inserts elsewhere); :func:`bulk_load` is the fastest
 append for large loads (ADBC ingest) and commits on its own.
 
+On SQLite the process holds two copies of the SQLite library: Python's (SQLAlchemy's
+connections: run records, heartbeats, the list) and the ADBC driver's own (fast reads and
+bulk loads). POSIX locks belong to the process, not to a connection: when one copy ends
+its use of the file (a read finished, a connection closed) it drops the locks the other
+copy holds on it, and another process could then write in the middle of a transaction of
+ours, or under a read ("multiple copies of SQLite linked into the same application" in
+SQLite's *How To Corrupt An SQLite Database File*). :func:`sqlite_library` therefore lets
+only one copy use a database file at a time within this process: every ADBC connection to
+a SQLite file is used inside it, and so is the heartbeat that runs beside the job's reads.
+
 SQLite keeps timestamps as text. This module writes them the way SQLAlchemy does
 (``YYYY-MM-DD HH:MM:SS.ffffff``, in UTC, without a zone) and reads any ISO 8601 text,
 with or without an offset (text without one is taken as UTC).
@@ -29,11 +39,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -315,29 +327,104 @@ def _compile_positional(query: sa.Select[Any], backend: str) -> tuple[str, list[
     return compiled.string, [_positional_value(params[name], backend) for name in order]
 
 
+SqliteLibrary = Literal["python", "adbc"]
+"""The two copies of the SQLite library in this process: Python's and the ADBC driver's."""
+
+
+class _SqliteFileUse:
+    """Which copy of the SQLite library uses one database file in this process, and how often."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.library: SqliteLibrary | None = None
+        self.users = 0
+        self.waiting: dict[SqliteLibrary, int] = {"python": 0, "adbc": 0}
+
+
+_SQLITE_FILES: dict[str, _SqliteFileUse] = {}
+_SQLITE_FILES_GUARD = threading.Lock()
+_SQLITE_HELD = threading.local()
+"""Per thread: database file -> (library, depth) of the uses the thread is inside."""
+
+
+@contextmanager
+def sqlite_library(engine: sa.Engine, library: SqliteLibrary) -> Iterator[None]:
+    """Use the engine's SQLite file through one copy of the SQLite library (see module docs).
+
+    Uses through the same copy run side by side; a use through the other copy waits until
+    they end, and while it waits no new use of the first copy starts, so neither starves.
+    A thread already inside a use may enter again through the same copy; through the
+    other one it raises ``RuntimeError`` (it would wait for itself). Does nothing for
+    other databases.
+    """
+    if not (engine.dialect.name == "sqlite" and uses_adbc(engine)):
+        yield
+        return
+    key = os.path.realpath(adbc_uri(engine.url))
+    held: dict[str, tuple[SqliteLibrary, int]] = _SQLITE_HELD.__dict__.setdefault("files", {})
+    mine, depth = held.get(key, (library, 0))
+    if depth and mine != library:
+        raise RuntimeError(
+            f"{key}: used through the {library} copy of SQLite while this thread uses it "
+            f"through the {mine} copy"
+        )
+    with _SQLITE_FILES_GUARD:
+        use = _SQLITE_FILES.setdefault(key, _SqliteFileUse())
+    other: SqliteLibrary = "adbc" if library == "python" else "python"
+    with use.changed:
+        use.waiting[library] += 1
+        try:
+            while depth == 0 and (
+                use.library == other or (use.library == library and use.waiting[other] > 0)
+            ):
+                use.changed.wait()
+        finally:
+            use.waiting[library] -= 1
+        use.library = library
+        use.users += 1
+    held[key] = (library, depth + 1)
+    try:
+        yield
+    finally:
+        if depth:
+            held[key] = (library, depth)
+        else:
+            del held[key]
+        with use.changed:
+            use.users -= 1
+            if use.users == 0:
+                use.library = None
+            use.changed.notify_all()
+
+
 @contextmanager
 def adbc_connection(engine: sa.Engine) -> Iterator[Any]:
-    """An ADBC DB-API connection to the engine's PostgreSQL or SQLite database."""
+    """An ADBC DB-API connection to the engine's PostgreSQL or SQLite database.
+
+    On SQLite the connection lives inside :func:`sqlite_library` (``"adbc"``), from
+    opening to closing.
+    """
     backend = engine.dialect.name
     uri = adbc_uri(engine.url)
     conn: Any
-    if backend == "postgresql":
-        import adbc_driver_postgresql.dbapi as adbc_postgresql
+    with sqlite_library(engine, "adbc"):
+        if backend == "postgresql":
+            import adbc_driver_postgresql.dbapi as adbc_postgresql
 
-        conn = adbc_postgresql.connect(uri)
-        setup = "SET TIME ZONE 'UTC'"  # naive timestamp columns then compare as UTC
-    else:
-        import adbc_driver_sqlite.dbapi as adbc_sqlite
+            conn = adbc_postgresql.connect(uri)
+            setup = "SET TIME ZONE 'UTC'"  # naive timestamp columns then compare as UTC
+        else:
+            import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-        conn = adbc_sqlite.connect(uri)
-        setup = f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}"
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(setup)
-        conn.commit()
-        yield conn
-    finally:
-        conn.close()
+            conn = adbc_sqlite.connect(uri)
+            setup = f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}"
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(setup)
+            conn.commit()
+            yield conn
+        finally:
+            conn.close()
 
 
 def _plain_arrow(table: pa.Table) -> pa.Table:

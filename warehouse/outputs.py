@@ -37,7 +37,7 @@ import psutil
 import sqlalchemy as sa
 
 from warehouse.db import first_error_line
-from warehouse.io import append_frame, read_frame
+from warehouse.io import append_frame, read_frame, sqlite_library
 from warehouse.schema import Warehouse, contract_schema, polars_schema
 from warehouse.settings import mask_secrets
 
@@ -269,9 +269,13 @@ def start_run(
 
 
 def heartbeat(engine: sa.Engine, wh: Warehouse, run_id: str) -> bool:
-    """Refresh a running run's ``heartbeat_at``; False when the run is no longer running."""
+    """Refresh a running run's ``heartbeat_at``; False when the run is no longer running.
+
+    It runs beside the job's reads, so on SQLite it waits for them to let go of the file
+    (:func:`~warehouse.io.sqlite_library`).
+    """
     runs = wh["scoring_runs"]
-    with engine.begin() as conn:
+    with sqlite_library(engine, "python"), engine.begin() as conn:
         result = conn.execute(
             sa.update(runs)
             .where(runs.c.run_id == run_id, runs.c.status == "running")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -29,8 +34,10 @@ from warehouse.io import (
     conform,
     for_table,
     read_frame,
+    sqlite_library,
 )
 from warehouse.migrate import create_source_tables, init_db
+from warehouse.outputs import heartbeat, start_run
 from warehouse.schema import Warehouse, build_warehouse, polars_schema
 from warehouse.settings import Settings
 
@@ -264,6 +271,82 @@ def test_sqlite_text_timestamps_in_any_iso_form(
         datetime(2024, 1, 1, 10, tzinfo=UTC),
         datetime(2024, 1, 1, tzinfo=UTC),
     ]
+    engine.dispose()
+
+
+def _another_process_may_write(database: str) -> bool:
+    probe = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "try:\n"
+        "    conn.execute('BEGIN IMMEDIATE')\n"
+        "except sqlite3.OperationalError:\n"
+        "    print('locked')\n"
+        "else:\n"
+        "    conn.execute('ROLLBACK')\n"
+        "    print('free')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, database], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip() == "free"
+
+
+def test_fast_sqlite_reads_wait_for_a_transaction_of_the_other_sqlite_library(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """The ADBC driver has its own copy of SQLite: a read through it that ended beside a
+    write transaction of Python's copy (a heartbeat, say) would drop that transaction's
+    POSIX locks and let another process write in the middle of it."""
+    settings = make_settings(sqlite_url)
+    wh = build_warehouse(settings)
+    engine = engine_for(settings)
+    create_source_tables(engine, wh)
+    database = _sqlite_path(settings)
+    table = wh["customers"]
+    assert _read_all(engine, table, "customer_id").height == 0  # the driver is loaded
+    in_transaction, commit = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with sqlite_library(engine, "python"), engine.begin() as conn:
+            conn.execute(table.insert().values(customer_id=1, signup_at=datetime(2026, 1, 1)))
+            in_transaction.set()
+            assert commit.wait(60)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        writer = pool.submit(write)
+        assert in_transaction.wait(60)
+        reader = pool.submit(_read_all, engine, table, "customer_id")
+        time.sleep(1.0)
+        assert not reader.done()  # waits for the transaction to end
+        assert not _another_process_may_write(database)
+        commit.set()
+        writer.result(timeout=60)
+        assert reader.result(timeout=60)["customer_id"].to_list() == [1]
+    assert _another_process_may_write(database)
+    engine.dispose()
+
+
+def test_a_heartbeat_waits_for_fast_sqlite_reads_to_end(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(sqlite_url)
+    wh = build_warehouse(settings)
+    engine = engine_for(settings)
+    create_source_tables(engine, wh)
+    init_db(engine, wh)
+    run_id = start_run(engine, wh, kind="nightly", as_of=None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with adbc_connection(engine) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM customers")
+            beat = pool.submit(heartbeat, engine, wh, run_id)
+            time.sleep(0.5)
+            assert not beat.done()
+            assert cursor.fetch_arrow_table().num_rows == 1
+        assert beat.result(timeout=60) is True
+    with sqlite_library(engine, "python"), pytest.raises(RuntimeError, match="adbc copy"):
+        _read_all(engine, wh["customers"], "customer_id")
     engine.dispose()
 
 
