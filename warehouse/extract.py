@@ -25,10 +25,10 @@ the run naming the table, the column and how many rows are unreadable, instead o
 leaving them out unseen. That check cannot use an index, so on SQLite (and on text
 columns) the windowed tables are scanned in full.
 
-On PostgreSQL the five reads import one exported snapshot
-(:func:`~warehouse.io.shared_snapshot`), so they show the warehouse at one instant even
-though they run on connections of their own; elsewhere each table is read in its own
-transaction.
+The five reads show the warehouse at one instant (:func:`~warehouse.io.shared_snapshot`):
+on PostgreSQL they import one exported snapshot, though they run on connections of their
+own; on a SQLite file they run one after another in one read transaction. On other
+dialects each table is read in its own transaction.
 
 Before reading, :func:`~warehouse.contract.check_contract` confirms that every source
 table and column exists and that timestamp columns have a comparable type; a mismatch
@@ -47,7 +47,14 @@ import polars as pl
 import sqlalchemy as sa
 
 from warehouse.contract import ReflectedTypes, check_contract
-from warehouse.io import conform, read_frame, shared_snapshot, uses_adbc
+from warehouse.io import (
+    Snapshot,
+    SqliteReadTransaction,
+    conform,
+    read_frame,
+    shared_snapshot,
+    uses_adbc,
+)
 from warehouse.schema import (
     SOURCE_TABLES,
     Warehouse,
@@ -330,7 +337,7 @@ def extract(
     _window(window_start, window_end)
     text_columns = text_time_columns(check_contract(engine, wh))
 
-    def read(logical: str, snapshot: str | None) -> pl.DataFrame:
+    def read(logical: str, snapshot: Snapshot | None) -> pl.DataFrame:
         query, exact = source_query(
             wh,
             logical,
@@ -342,14 +349,13 @@ def extract(
         schema = polars_schema(wh[logical])
         return read_frame(engine, query, schema, snapshot=snapshot).filter(exact)
 
-    # Two tables at a time over ADBC (each read on its own connection): the database produces
-    # one table's rows while this process converts the other's. Largest tables first. On
-    # PostgreSQL every read imports one snapshot, so the five tables show one instant.
-    workers = READ_WORKERS if uses_adbc(engine) else 1
-    with (
-        shared_snapshot(engine) as snapshot,
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool,
-    ):
-        futures = {name: pool.submit(read, name, snapshot) for name in SOURCE_READ_ORDER}
-        frames = {name: futures[name].result() for name in SOURCE_TABLES}
+    # PostgreSQL: two tables at a time over ADBC (each read on its own connection, importing
+    # one snapshot): the database produces one table's rows while this process converts the
+    # other's. Largest tables first. SQLite: one after another in one read transaction.
+    with shared_snapshot(engine) as snapshot:
+        one_connection = isinstance(snapshot, SqliteReadTransaction) or not uses_adbc(engine)
+        workers = 1 if one_connection else READ_WORKERS
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
+            futures = {name: pool.submit(read, name, snapshot) for name in SOURCE_READ_ORDER}
+            frames = {name: futures[name].result() for name in SOURCE_TABLES}
     return SourceData(**frames)

@@ -6,9 +6,10 @@ and dtypes, timestamps as ``Datetime("us", "UTC")``. Values that cannot be conve
 raise ``ValueError`` naming the table, the column and how many rows failed.
 
 Reads that belong together (the source tables of one run) can see one instant of a
-PostgreSQL warehouse: :func:`shared_snapshot` exports a snapshot that every
-:func:`read_frame` given it imports, so rows committed while the reads run (a load still
-going on) appear in none of them, even when the tables are read on connections of their own.
+PostgreSQL or SQLite warehouse: :func:`shared_snapshot` exports a PostgreSQL snapshot that
+every :func:`read_frame` given it imports (even on connections of their own), or opens a
+SQLite read transaction that they all go through, so rows committed while the reads run (a
+load still going on) appear in none of them.
 
 Writes: :func:`append_frame` inserts inside the caller's transaction (COPY on PostgreSQL,
 ``executemany`` on SQLite, batched inserts elsewhere); :func:`bulk_load` is the fastest
@@ -486,15 +487,46 @@ _SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
 """What ``pg_export_snapshot()`` returns, e.g. ``00000003-0000001B-1``."""
 
 
-@contextmanager
-def shared_snapshot(engine: sa.Engine) -> Iterator[str | None]:
-    """A snapshot of a PostgreSQL warehouse for :func:`read_frame` to import; None elsewhere.
+class SqliteReadTransaction:
+    """An open read transaction on a SQLite file: the reads given it see one instant.
 
-    The exporting transaction (``REPEATABLE READ``, reading nothing) stays open until the
-    block ends, so every read started inside the block can import the snapshot; its
+    It holds one ADBC connection, so reads through it run one at a time.
+    """
+
+    def __init__(self, connection: Any, database: str) -> None:
+        self.connection = connection
+        self.database = database
+        self.turn = threading.Lock()
+
+
+Snapshot = str | SqliteReadTransaction
+"""A PostgreSQL snapshot identifier or an open SQLite read transaction."""
+
+
+@contextmanager
+def shared_snapshot(engine: sa.Engine) -> Iterator[Snapshot | None]:
+    """One instant of the warehouse for :func:`read_frame` to read as of; None elsewhere.
+
+    PostgreSQL: the identifier of an exported snapshot. The exporting transaction
+    (``REPEATABLE READ``, reading nothing) stays open until the block ends, so every read
+    started inside the block can import the snapshot; its
     ``idle_in_transaction_session_timeout`` is lifted for that time, so a long read cannot
     end it before the last read has started.
+
+    SQLite file: a read transaction, begun at once, that every read given it goes
+    through. A writer can go on meanwhile in WAL mode (the reads do not see its commits);
+    in the default rollback-journal mode its commit waits until the block ends.
+
+    Other dialects (and in-memory SQLite): None; each read is its own transaction.
     """
+    if engine.dialect.name == "sqlite" and uses_adbc(engine):
+        with adbc_connection(engine) as conn:
+            with conn.cursor() as cursor:
+                # Any read of the file begins the transaction (and takes its instant) now.
+                cursor.execute("SELECT count(*) FROM sqlite_master")
+                cursor.fetch_arrow_table()
+            yield SqliteReadTransaction(conn, adbc_uri(engine.url))
+        return
     if engine.dialect.name != "postgresql":
         yield None
         return
@@ -503,21 +535,31 @@ def shared_snapshot(engine: sa.Engine) -> Iterator[str | None]:
         yield str(conn.execute(sa.select(sa.func.pg_export_snapshot())).scalar_one())
 
 
-def _read_adbc(engine: sa.Engine, query: sa.Select[Any], snapshot: str | None) -> pl.DataFrame:
-    backend = engine.dialect.name
-    sql, params = _compile_positional(query, backend)
-    with adbc_connection(engine) as conn, conn.cursor() as cursor:
-        if snapshot is not None:
-            # The identifier cannot be a bound parameter; read_frame matched it to _SNAPSHOT_ID.
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+def _fetch_adbc(conn: Any, sql: str, params: list[Any], backend: str) -> pa.Table:
+    with conn.cursor() as cursor:
         if backend == "sqlite":
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(SQLITE_ADBC_BATCH_ROWS)}
             )
         cursor.execute(sql, params or None)
-        table = cursor.fetch_arrow_table()
-        conn.rollback()
+        return cursor.fetch_arrow_table()
+
+
+def _read_adbc(engine: sa.Engine, query: sa.Select[Any], snapshot: Snapshot | None) -> pl.DataFrame:
+    backend = engine.dialect.name
+    sql, params = _compile_positional(query, backend)
+    if isinstance(snapshot, SqliteReadTransaction):
+        with snapshot.turn:
+            table = _fetch_adbc(snapshot.connection, sql, params, backend)
+    else:
+        with adbc_connection(engine) as conn:
+            if snapshot is not None:
+                # The identifier cannot be a bound parameter; read_frame matched it to _SNAPSHOT_ID.
+                with conn.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            table = _fetch_adbc(conn, sql, params, backend)
+            conn.rollback()
     frame = pl.from_arrow(_valid_text(_plain_arrow(table)))
     assert isinstance(frame, pl.DataFrame)
     if backend == "postgresql":
@@ -556,22 +598,37 @@ def _read_generic(engine: sa.Engine, query: sa.Select[Any], names: Sequence[str]
     return pl.concat(frames, how="diagonal_relaxed")
 
 
+def _check_snapshot(engine: sa.Engine, snapshot: Snapshot | None) -> None:
+    backend = engine.dialect.name
+    if isinstance(snapshot, SqliteReadTransaction):
+        if not (backend == "sqlite" and uses_adbc(engine)):
+            raise ValueError(f"a SQLite read transaction cannot be used on {backend}")
+        if os.path.realpath(snapshot.database) != os.path.realpath(adbc_uri(engine.url)):
+            raise ValueError(f"the read transaction is on {snapshot.database}, not this database")
+        return
+    if snapshot is not None and backend != "postgresql":
+        raise ValueError(f"PostgreSQL snapshot identifiers cannot be used on {backend}")
+    if snapshot is not None and not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"{snapshot!r} is not a PostgreSQL snapshot identifier")
+
+
 def read_frame(
-    engine: sa.Engine, query: sa.Select[Any], schema: pl.Schema, *, snapshot: str | None = None
+    engine: sa.Engine,
+    query: sa.Select[Any],
+    schema: pl.Schema,
+    *,
+    snapshot: Snapshot | None = None,
 ) -> pl.DataFrame:
     """Run a Core SELECT (parameters bound, never inlined) and return exactly ``schema``.
 
     ADBC for PostgreSQL and file-backed SQLite, SQLAlchemy otherwise. ``snapshot`` (from
-    :func:`shared_snapshot`, PostgreSQL only) makes the read see the database as of that
-    snapshot. An empty result still has the schema. Raises ``ValueError`` naming the
+    :func:`shared_snapshot` of the same database) makes the read see the database as of
+    that instant. An empty result still has the schema. Raises ``ValueError`` naming the
     table, the column and how many rows failed when values cannot be converted to the
     schema's dtypes.
     """
     source = _query_source(query)
-    if snapshot is not None and engine.dialect.name != "postgresql":
-        raise ValueError(f"snapshots are PostgreSQL's; this engine is {engine.dialect.name}")
-    if snapshot is not None and not _SNAPSHOT_ID.fullmatch(snapshot):
-        raise ValueError(f"{snapshot!r} is not a PostgreSQL snapshot identifier")
+    _check_snapshot(engine, snapshot)
     if uses_adbc(engine):
         raw = _read_adbc(engine, query, snapshot)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,9 +15,10 @@ import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
 from tests.hardening.helpers import holding, wait_until, waiting_backends
+from warehouse import extract as extract_module
 from warehouse.db import engine_for
 from warehouse.extract import SourceData, extract, source_query
-from warehouse.io import append_frame, read_frame, shared_snapshot
+from warehouse.io import SqliteReadTransaction, append_frame, read_frame, shared_snapshot
 from warehouse.migrate import create_source_tables
 from warehouse.schema import SOURCE_TABLES, Warehouse, build_warehouse, contract_schema
 from warehouse.settings import Settings
@@ -512,12 +515,132 @@ def test_the_five_tables_are_read_as_of_one_instant(
     assert sorted(result["data"].customers["customer_id"].to_list()) == [1, 2, 4]
 
 
-def test_snapshots_are_postgresql_identifiers_only(tmp_path: Any) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+# -- one instant for all five tables (SQLite file) --------------------------------------------
+
+
+@pytest.fixture
+def sqlite_loaded(
+    sqlite_url: str, make_settings: Callable[..., Settings]
+) -> Iterator[tuple[sa.Engine, Warehouse]]:
+    """A fresh SQLite file holding the window rows, with its engine."""
+    settings = make_settings(sqlite_url)
+    wh = build_warehouse(settings)
+    engine = engine_for(settings)
+    try:
+        _load_window_rows(engine, wh)
+        yield engine, wh
+    finally:
+        engine.dispose()
+
+
+def _commit_elsewhere(engine: sa.Engine, statements: list[str], timeout: float = 5.0) -> str:
+    """Run statements in a transaction of another process; 'committed' or the error."""
+    script = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)\n"
+        "try:\n"
+        "    conn.execute('BEGIN')\n"
+        "    for statement in sys.argv[3:]:\n"
+        "        conn.execute(statement)\n"
+        "    conn.execute('COMMIT')\n"
+        "    print('committed')\n"
+        "except sqlite3.OperationalError as error:\n"
+        "    print(error)\n"
+    )
+    database = str(engine.url.database)
+    done = subprocess.run(
+        [sys.executable, "-c", script, database, str(timeout), *statements],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+NEW_CUSTOMER = [
+    "INSERT INTO customers (customer_id, signup_at) VALUES (99, '2024-03-10 00:00:00')",
+    "INSERT INTO interactions (interaction_id, customer_id, opened_at, channel, kind, "
+    "is_public, transfers, reopened) VALUES (990, 99, '2024-03-11 00:00:00', 'phone', "
+    "'query', 0, 0, 0)",
+]
+
+
+def test_sqlite_reads_given_a_shared_snapshot_do_not_see_later_commits(
+    sqlite_loaded: tuple[sa.Engine, Warehouse],
+) -> None:
+    """In WAL mode a loader commits while the reads go on; they still see the first instant."""
+    engine, wh = sqlite_loaded
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    table = wh["customers"]
+    query = sa.select(table.c.customer_id).order_by(table.c.customer_id)
+    schema = pl.Schema({"customer_id": pl.Int64()})
+    with shared_snapshot(engine) as snapshot:
+        assert isinstance(snapshot, SqliteReadTransaction)
+        assert _commit_elsewhere(engine, NEW_CUSTOMER) == "committed"
+        as_of_snapshot = read_frame(engine, query, schema, snapshot=snapshot)
+    latest = read_frame(engine, query, schema)
+    assert 99 not in as_of_snapshot["customer_id"].to_list()
+    assert 99 in latest["customer_id"].to_list()
+
+
+def test_sqlite_loads_wait_for_the_read_transaction_in_rollback_journal_mode(
+    sqlite_loaded: tuple[sa.Engine, Warehouse],
+) -> None:
+    engine, _ = sqlite_loaded
+    with shared_snapshot(engine) as snapshot:
+        assert isinstance(snapshot, SqliteReadTransaction)
+        assert _commit_elsewhere(engine, NEW_CUSTOMER, timeout=0.3) == "database is locked"
+    assert _commit_elsewhere(engine, NEW_CUSTOMER, timeout=0.3) == "committed"
+
+
+def test_the_five_sqlite_tables_are_read_as_of_one_instant(
+    sqlite_loaded: tuple[sa.Engine, Warehouse], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loader commits a customer and their interaction right after the first table is read
+    (WAL mode, so it does not wait): neither shows in the tables read after it."""
+    engine, wh = sqlite_loaded
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    read, committed, once = extract_module.read_frame, [], threading.Lock()
+
+    def read_then_load(*args: Any, **kwargs: Any) -> pl.DataFrame:
+        frame = read(*args, **kwargs)
+        with once:
+            if not committed:
+                committed.append(_commit_elsewhere(engine, NEW_CUSTOMER))
+        return frame
+
+    monkeypatch.setattr(extract_module, "read_frame", read_then_load)
+    data = extract(engine, wh, window_start=START, window_end=END)
+    assert committed == ["committed"]
+    assert sorted(data.customers["customer_id"].to_list()) == [1, 2, 4]
+    assert 990 not in data.interactions["interaction_id"].to_list()
+    again = extract(engine, wh, window_start=START, window_end=END)
+    assert 99 in again.customers["customer_id"].to_list()
+    assert 990 in again.interactions["interaction_id"].to_list()
+
+
+def test_snapshots_belong_to_their_own_kind_of_database(
+    tmp_path: Any, sqlite_loaded: tuple[sa.Engine, Warehouse]
+) -> None:
+    memory = sa.create_engine("sqlite://")
+    other_file = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}")
     query = sa.select(sa.literal(1).label("x"))
     schema = pl.Schema({"x": pl.Int64()})
-    with shared_snapshot(engine) as snapshot:
+    with shared_snapshot(memory) as snapshot:
         assert snapshot is None
-    with pytest.raises(ValueError, match="snapshots are PostgreSQL's"):
-        read_frame(engine, query, schema, snapshot="00000003-0000001B-1")
-    engine.dispose()
+    with pytest.raises(ValueError, match="PostgreSQL snapshot identifiers cannot be used"):
+        read_frame(other_file, query, schema, snapshot="00000003-0000001B-1")
+    engine, _ = sqlite_loaded
+    with shared_snapshot(engine) as snapshot:
+        assert snapshot is not None
+        with pytest.raises(ValueError, match="the read transaction is on"):
+            read_frame(other_file, query, schema, snapshot=snapshot)
+        with pytest.raises(ValueError, match="cannot be used on postgresql"):
+            read_frame(
+                sa.create_engine("postgresql+psycopg://u@h/d"), query, schema, snapshot=snapshot
+            )
+    memory.dispose()
+    other_file.dispose()
