@@ -49,7 +49,6 @@ import sqlalchemy as sa
 from warehouse.contract import ReflectedTypes, check_contract
 from warehouse.io import (
     Snapshot,
-    SqliteReadTransaction,
     conform,
     read_frame,
     shared_snapshot,
@@ -349,12 +348,12 @@ def extract(
         schema = polars_schema(wh[logical])
         return read_frame(engine, query, schema, snapshot=snapshot).filter(exact)
 
-    # PostgreSQL: two tables at a time over ADBC (each read on its own connection, importing
-    # one snapshot): the database produces one table's rows while this process converts the
-    # other's. Largest tables first. SQLite: one after another in one read transaction.
+    # Two tables at a time over ADBC, largest first: the database produces one table's rows
+    # while this process converts the other's. On PostgreSQL each read has a connection of
+    # its own and imports one snapshot; on SQLite the reads take turns on the connection of
+    # one read transaction, and each converts its rows while the next is fetched.
     with shared_snapshot(engine) as snapshot:
-        one_connection = isinstance(snapshot, SqliteReadTransaction) or not uses_adbc(engine)
-        workers = 1 if one_connection else READ_WORKERS
+        workers = READ_WORKERS if uses_adbc(engine) else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") as pool:
             futures = {name: pool.submit(read, name, snapshot) for name in SOURCE_READ_ORDER}
             frames = {name: futures[name].result() for name in SOURCE_TABLES}
