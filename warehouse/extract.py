@@ -48,6 +48,7 @@ import sqlalchemy as sa
 
 from warehouse.contract import ReflectedTypes, check_contract
 from warehouse.io import (
+    Query,
     Snapshot,
     conform,
     read_frame,
@@ -188,6 +189,17 @@ class _TimeColumn:
             alternatives.insert(1, unplaceable)
         return sa.or_(*alternatives)
 
+    def keep_apart(self, condition: sa.ColumnElement[bool]) -> list[sa.ColumnElement[bool]]:
+        """:meth:`keep` as conditions whose rows together are the same, for one SELECT each.
+
+        ``t IS NULL OR t BETWEEN ...`` hides the range from PostgreSQL's planner, which then
+        scans the whole table; on their own both use an index on ``t`` (at L the activity
+        read touches 82k pages instead of 271k). Text comparisons cannot use one anyway.
+        """
+        if self.as_text:
+            return [self.keep(condition)]
+        return [condition, self.column.is_(None)]
+
 
 def _window_filter(
     logical: str,
@@ -196,8 +208,12 @@ def _window_filter(
     end: datetime | None,
     dialect: str,
     text_columns: Collection[str],
-) -> tuple[list[sa.ColumnElement[bool]], pl.Expr]:
-    """SQL conditions (coarse on text) and the exact Polars filter for one table."""
+) -> tuple[list[list[sa.ColumnElement[bool]]], pl.Expr]:
+    """SQL conditions (coarse on text) and the exact Polars filter for one table.
+
+    The conditions come as branches: each is the WHERE of one SELECT, and the table's rows
+    are those of all of them (no row is in two).
+    """
 
     def time_column(name: str) -> _TimeColumn:
         as_text = dialect == "sqlite" or name in text_columns
@@ -211,7 +227,7 @@ def _window_filter(
         if end is not None:
             conditions.append(event.keep(event.before(end)))
             exact = event_col.is_null() | (event_col < end)
-        return conditions, exact
+        return [conditions], exact
     if logical == "subscriptions":
         ended = time_column("ended_at")
         conditions.append(ended.keep(ended.at_or_after(start)))
@@ -219,7 +235,7 @@ def _window_filter(
         if end is not None:
             conditions.append(event.keep(event.before(end)))
             exact = exact & (event_col.is_null() | (event_col < end))
-        return conditions, exact
+        return [conditions], exact
     in_window = event.at_or_after(start)
     exact_in_window = event_col >= start
     if end is not None:
@@ -229,10 +245,12 @@ def _window_filter(
         # Complaints opened before the window and still unresolved at its start are read
         # too: "open at the snapshot" counts every open complaint, however old.
         old_open, exact_old_open = _still_open_complaints(table, time_column, start, end)
+        # One scan: the old open complaints cannot be found by an index on opened_at anyway.
         conditions.append(sa.or_(event.keep(in_window), old_open))
-        return conditions, event_col.is_null() | exact_in_window | exact_old_open
-    conditions.append(event.keep(in_window))
-    return conditions, event_col.is_null() | exact_in_window
+        return [conditions], event_col.is_null() | exact_in_window | exact_old_open
+    return [
+        [branch] for branch in event.keep_apart(in_window)
+    ], event_col.is_null() | exact_in_window
 
 
 COMPLAINT_KIND = "complaint"
@@ -301,16 +319,20 @@ def source_query(
     window_end: datetime | None,
     dialect: str,
     text_columns: Collection[str] = (),
-) -> tuple[sa.Select[Any], pl.Expr]:
+) -> tuple[Query, pl.Expr]:
     """The SELECT for one source table (contract columns, window) and its exact row filter.
+
+    For activity and retention contacts it is a UNION ALL: the rows in the window, and
+    those without a time (see :meth:`_TimeColumn.keep_apart`).
 
     ``text_columns`` names timestamp columns the database declares as text (see
     :func:`text_time_columns`); on SQLite every timestamp is compared as text.
     """
     start, end = _window(window_start, window_end)
     table = wh[logical]
-    conditions, exact = _window_filter(logical, table, start, end, dialect, text_columns)
-    return sa.select(*table.c).where(*conditions), exact
+    branches, exact = _window_filter(logical, table, start, end, dialect, text_columns)
+    selects = [sa.select(*table.c).where(*conditions) for conditions in branches]
+    return (selects[0] if len(selects) == 1 else sa.union_all(*selects)), exact
 
 
 READ_WORKERS = 2

@@ -293,10 +293,16 @@ def conform(frame: pl.DataFrame, schema: pl.Schema, *, source: str) -> pl.DataFr
 # --------------------------------------------------------------------------------------------
 
 
-def _query_source(query: sa.Select[Any]) -> str:
+Query = sa.Select[Any] | sa.CompoundSelect[Any]
+"""A SELECT, or a UNION ALL of SELECTs of the same columns."""
+
+
+def _query_source(query: Query) -> str:
+    first = query.selects[0] if isinstance(query, sa.CompoundSelect) else query
+    froms = first.get_final_froms() if isinstance(first, sa.Select) else []
     names = [
         from_.fullname if isinstance(from_, sa.Table) else str(getattr(from_, "name", "query"))
-        for from_ in query.get_final_froms()
+        for from_ in froms
     ]
     return "+".join(names) or "query"
 
@@ -316,7 +322,7 @@ def _positional_value(value: Any, backend: str) -> Any:
     return value
 
 
-def _compile_positional(query: sa.Select[Any], backend: str) -> tuple[str, list[Any]]:
+def _compile_positional(query: Query, backend: str) -> tuple[str, list[Any]]:
     dialect: sa.Dialect
     if backend == "postgresql":
         dialect = pg_psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
@@ -545,7 +551,7 @@ def _fetch_adbc(conn: Any, sql: str, params: list[Any], backend: str) -> pa.Tabl
         return cursor.fetch_arrow_table()
 
 
-def _read_adbc(engine: sa.Engine, query: sa.Select[Any], snapshot: Snapshot | None) -> pl.DataFrame:
+def _read_adbc(engine: sa.Engine, query: Query, snapshot: Snapshot | None) -> pl.DataFrame:
     backend = engine.dialect.name
     sql, params = _compile_positional(query, backend)
     if isinstance(snapshot, SqliteReadTransaction):
@@ -567,9 +573,11 @@ def _read_adbc(engine: sa.Engine, query: sa.Select[Any], snapshot: Snapshot | No
     return frame
 
 
-def _read_generic(engine: sa.Engine, query: sa.Select[Any], names: Sequence[str]) -> pl.DataFrame:
+def _read_generic(engine: sa.Engine, query: Query, names: Sequence[str]) -> pl.DataFrame:
     selected = query
     if engine.dialect.name == "sqlite":
+        if isinstance(query, sa.CompoundSelect):
+            query = sa.select(*query.subquery().c)
         # SQLAlchemy's SQLite DateTime reader ignores offsets; read the raw text instead.
         selected = query.with_only_columns(
             *[
@@ -614,7 +622,7 @@ def _check_snapshot(engine: sa.Engine, snapshot: Snapshot | None) -> None:
 
 def read_frame(
     engine: sa.Engine,
-    query: sa.Select[Any],
+    query: Query,
     schema: pl.Schema,
     *,
     snapshot: Snapshot | None = None,

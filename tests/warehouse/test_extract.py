@@ -379,6 +379,50 @@ def test_null_event_times_are_read_so_validation_counts_them(
     assert clean.interactions["interaction_id"].to_list() == [2]
 
 
+def test_activity_without_a_time_is_read_beside_the_window_and_counted(
+    make_isolated_settings: Callable[..., Settings], isolated_engine: sa.Engine
+) -> None:
+    wh = build_warehouse(make_isolated_settings())
+    create_source_tables(isolated_engine, wh)
+    table = wh["activity"]
+    with isolated_engine.begin() as conn:
+        conn.execute(sa.schema.DropTable(table))
+        sa.Table(
+            table.name,
+            sa.MetaData(),
+            *(sa.Column(c.name, c.type) for c in table.columns),
+            schema=table.schema,
+        ).create(conn)
+    _insert(
+        isolated_engine,
+        wh["customers"],
+        [{"customer_id": 1, "signup_at": "2023-01-01 00:00:00+00:00"}],
+    )
+    base = {"customer_id": 1, "event_type": "login"}
+    _insert(
+        isolated_engine,
+        table,
+        [
+            {**base, "value": 1.0, "occurred_at": None},
+            {**base, "value": 2.0, "occurred_at": "2024-03-05 00:00:00+00:00"},
+            {**base, "value": 3.0, "occurred_at": "2022-03-05 00:00:00+00:00"},
+            {**base, "value": 4.0, "occurred_at": "2024-04-05 00:00:00+00:00"},
+        ],
+    )
+    query, _ = source_query(
+        wh, "activity", window_start=START, window_end=END, dialect=isolated_engine.dialect.name
+    )
+    if isolated_engine.dialect.name == "postgresql":
+        # The window and the rows without a time are separate SELECTs, so each can use an index.
+        assert isinstance(query, sa.CompoundSelect)
+        assert " OR " not in str(query.compile(dialect=isolated_engine.dialect))
+    data = extract(isolated_engine, wh, window_start=START, window_end=END)
+    assert sorted(data.activity["value"].to_list()) == [1.0, 2.0]
+    clean, report = validate(data, as_of=END, known_channels=["chat"])
+    assert report.quarantined["activity"] == {"null_required:occurred_at": 1}
+    assert clean.activity["value"].to_list() == [2.0]
+
+
 @pytest.mark.parametrize(
     ("start", "end", "message"),
     [
