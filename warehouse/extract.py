@@ -248,9 +248,8 @@ def _window_filter(
         # One scan: the old open complaints cannot be found by an index on opened_at anyway.
         conditions.append(sa.or_(event.keep(in_window), old_open))
         return [conditions], event_col.is_null() | exact_in_window | exact_old_open
-    return [
-        [branch] for branch in event.keep_apart(in_window)
-    ], event_col.is_null() | exact_in_window
+    branches = [[branch] for branch in event.keep_apart(in_window)]
+    return branches, event_col.is_null() | exact_in_window
 
 
 COMPLAINT_KIND = "complaint"
