@@ -17,7 +17,8 @@ exactly like ``score``. Importing the job takes about ten seconds of CPU on a bu
 
 The rest are tools the tests use from the outside: find the backend a run is waiting in
 (``pg_stat_activity``), terminate it as a network failure or an administrator would, and
-hold table or row locks from another session so a run blocks at a known point.
+hold table or row locks from another session so a run blocks at a known point, and write
+to a SQLite file from another process as a loader would.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -363,6 +364,35 @@ class BackendKiller(threading.Thread):
         self.join(timeout=30)
         if self.errors:
             raise self.errors[0]
+
+
+_SQLITE_WRITER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)
+try:
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in sys.argv[3:]:
+        conn.execute(statement)
+    conn.execute("COMMIT")
+    print("committed")
+except sqlite3.OperationalError as error:
+    print(error)
+"""
+
+
+def write_from_another_process(
+    database: str, statements: Sequence[str] = (), *, timeout: float
+) -> str:
+    """Take the write lock of a SQLite file in another process, run ``statements`` and
+    commit, waiting up to ``timeout`` seconds for locks: ``'committed'`` or the error."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SQLITE_WRITER, database, str(timeout), *statements],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 if __name__ == "__main__":

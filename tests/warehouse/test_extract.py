@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,7 +12,12 @@ import pytest
 import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
-from tests.hardening.helpers import holding, wait_until, waiting_backends
+from tests.hardening.helpers import (
+    holding,
+    wait_until,
+    waiting_backends,
+    write_from_another_process,
+)
 from warehouse import extract as extract_module
 from warehouse.db import engine_for
 from warehouse.extract import SourceData, extract, source_query
@@ -341,21 +344,25 @@ def test_only_contract_columns_are_read(
     assert data.activity.columns == contract_schema("activity").names()
 
 
+def _without_not_null(engine: sa.Engine, table: sa.Table) -> None:
+    """Recreate the (empty) table with every column nullable, as a loose warehouse has it."""
+    with engine.begin() as conn:
+        conn.execute(sa.schema.DropTable(table))
+        sa.Table(
+            table.name,
+            sa.MetaData(),
+            *(sa.Column(c.name, c.type) for c in table.columns),
+            schema=table.schema,
+        ).create(conn)
+
+
 def test_null_event_times_are_read_so_validation_counts_them(
     make_isolated_settings: Callable[..., Settings], isolated_engine: sa.Engine
 ) -> None:
     wh = build_warehouse(make_isolated_settings())
     create_source_tables(isolated_engine, wh)
     table = wh["interactions"]
-    with isolated_engine.begin() as conn:
-        conn.execute(sa.schema.DropTable(table))
-        loose = sa.Table(
-            table.name,
-            sa.MetaData(),
-            *(sa.Column(c.name, c.type) for c in table.columns),
-            schema=table.schema,
-        )
-        loose.create(conn)
+    _without_not_null(isolated_engine, table)
     base = {"customer_id": 1, "channel": "chat", "kind": "query", "is_public": False}
     base |= {"transfers": 0, "reopened": False}
     _insert(
@@ -385,14 +392,7 @@ def test_activity_without_a_time_is_read_beside_the_window_and_counted(
     wh = build_warehouse(make_isolated_settings())
     create_source_tables(isolated_engine, wh)
     table = wh["activity"]
-    with isolated_engine.begin() as conn:
-        conn.execute(sa.schema.DropTable(table))
-        sa.Table(
-            table.name,
-            sa.MetaData(),
-            *(sa.Column(c.name, c.type) for c in table.columns),
-            schema=table.schema,
-        ).create(conn)
+    _without_not_null(isolated_engine, table)
     _insert(
         isolated_engine,
         wh["customers"],
@@ -491,12 +491,11 @@ def test_naive_timestamp_columns_are_utc_whatever_the_session_zone(
 # -- one instant for all five tables (PostgreSQL) ---------------------------------------------
 
 
-@pytest.fixture
-def pg_loaded(
-    pg_url: str, make_settings: Callable[..., Settings]
+def _loaded(
+    url: str, make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[sa.Engine, Warehouse]]:
-    """A fresh PostgreSQL database holding the window rows, with its engine."""
-    settings = make_settings(pg_url)
+    """The window rows loaded into the empty warehouse at ``url``, with its engine."""
+    settings = make_settings(url)
     wh = build_warehouse(settings)
     engine = engine_for(settings)
     try:
@@ -504,6 +503,14 @@ def pg_loaded(
         yield engine, wh
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def pg_loaded(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> Iterator[tuple[sa.Engine, Warehouse]]:
+    """A fresh PostgreSQL database holding the window rows, with its engine."""
+    yield from _loaded(pg_url, make_settings)
 
 
 @pytest.mark.postgres
@@ -566,40 +573,15 @@ def test_the_five_tables_are_read_as_of_one_instant(
 def sqlite_loaded(
     sqlite_url: str, make_settings: Callable[..., Settings]
 ) -> Iterator[tuple[sa.Engine, Warehouse]]:
-    """A fresh SQLite file holding the window rows, with its engine."""
-    settings = make_settings(sqlite_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
-    try:
-        _load_window_rows(engine, wh)
-        yield engine, wh
-    finally:
-        engine.dispose()
+    """A fresh SQLite file (rollback-journal mode) holding the window rows, with its engine."""
+    yield from _loaded(sqlite_url, make_settings)
 
 
-def _commit_elsewhere(engine: sa.Engine, statements: list[str], timeout: float = 5.0) -> str:
-    """Run statements in a transaction of another process; 'committed' or the error."""
-    script = (
-        "import sqlite3, sys\n"
-        "conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)\n"
-        "try:\n"
-        "    conn.execute('BEGIN')\n"
-        "    for statement in sys.argv[3:]:\n"
-        "        conn.execute(statement)\n"
-        "    conn.execute('COMMIT')\n"
-        "    print('committed')\n"
-        "except sqlite3.OperationalError as error:\n"
-        "    print(error)\n"
-    )
-    database = str(engine.url.database)
-    done = subprocess.run(
-        [sys.executable, "-c", script, database, str(timeout), *statements],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+def _in_wal_mode(engine: sa.Engine) -> str:
+    """Switch the SQLite file to WAL mode, where a loader commits while the job reads."""
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    return str(engine.url.database)
 
 
 NEW_CUSTOMER = [
@@ -615,14 +597,13 @@ def test_sqlite_reads_given_a_shared_snapshot_do_not_see_later_commits(
 ) -> None:
     """In WAL mode a loader commits while the reads go on; they still see the first instant."""
     engine, wh = sqlite_loaded
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    database = _in_wal_mode(engine)
     table = wh["customers"]
     query = sa.select(table.c.customer_id).order_by(table.c.customer_id)
     schema = pl.Schema({"customer_id": pl.Int64()})
     with shared_snapshot(engine) as snapshot:
         assert isinstance(snapshot, SqliteReadTransaction)
-        assert _commit_elsewhere(engine, NEW_CUSTOMER) == "committed"
+        assert write_from_another_process(database, NEW_CUSTOMER, timeout=5) == "committed"
         as_of_snapshot = read_frame(engine, query, schema, snapshot=snapshot)
     latest = read_frame(engine, query, schema)
     assert 99 not in as_of_snapshot["customer_id"].to_list()
@@ -633,10 +614,12 @@ def test_sqlite_loads_wait_for_the_read_transaction_in_rollback_journal_mode(
     sqlite_loaded: tuple[sa.Engine, Warehouse],
 ) -> None:
     engine, _ = sqlite_loaded
+    database = str(engine.url.database)
     with shared_snapshot(engine) as snapshot:
         assert isinstance(snapshot, SqliteReadTransaction)
-        assert _commit_elsewhere(engine, NEW_CUSTOMER, timeout=0.3) == "database is locked"
-    assert _commit_elsewhere(engine, NEW_CUSTOMER, timeout=0.3) == "committed"
+        load = write_from_another_process(database, NEW_CUSTOMER, timeout=0.3)
+        assert load == "database is locked"
+    assert write_from_another_process(database, NEW_CUSTOMER, timeout=0.3) == "committed"
 
 
 def test_the_five_sqlite_tables_are_read_as_of_one_instant(
@@ -645,15 +628,14 @@ def test_the_five_sqlite_tables_are_read_as_of_one_instant(
     """A loader commits a customer and their interaction right after the first table is read
     (WAL mode, so it does not wait): neither shows in the tables read after it."""
     engine, wh = sqlite_loaded
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar() == "wal"
+    database = _in_wal_mode(engine)
     read, committed, once = extract_module.read_frame, [], threading.Lock()
 
     def read_then_load(*args: Any, **kwargs: Any) -> pl.DataFrame:
         frame = read(*args, **kwargs)
         with once:
             if not committed:
-                committed.append(_commit_elsewhere(engine, NEW_CUSTOMER))
+                committed.append(write_from_another_process(database, NEW_CUSTOMER, timeout=5))
         return frame
 
     monkeypatch.setattr(extract_module, "read_frame", read_then_load)

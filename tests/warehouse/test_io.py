@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import pytest
 import sqlalchemy as sa
 from polars.testing import assert_frame_equal
 
+from tests.hardening.helpers import write_from_another_process
 from warehouse.db import (
     WarehouseUnavailable,
     adbc_uri,
@@ -237,17 +237,27 @@ def test_values_out_of_range_for_the_column_type_are_named(wh: Warehouse) -> Non
 # -- SQLite text storage ---------------------------------------------------------------------
 
 
-def _sqlite_path(settings: Settings) -> str:
-    return adbc_uri(settings.url)
+class SqliteFile(NamedTuple):
+    engine: sa.Engine
+    wh: Warehouse
+    path: str
 
 
-def test_sqlite_text_timestamps_in_any_iso_form(
-    sqlite_url: str, make_settings: Callable[..., Settings]
-) -> None:
+@pytest.fixture
+def sqlite_file(sqlite_url: str, make_settings: Callable[..., Settings]) -> Iterator[SqliteFile]:
+    """A fresh SQLite file with the five source tables, empty."""
     settings = make_settings(sqlite_url)
     wh = build_warehouse(settings)
     engine = engine_for(settings)
     create_source_tables(engine, wh)
+    try:
+        yield SqliteFile(engine, wh, adbc_uri(settings.url))
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_text_timestamps_in_any_iso_form(sqlite_file: SqliteFile) -> None:
+    engine, wh, database = sqlite_file
     texts = [
         "2024-01-01 10:00:00",
         "2024-01-01 10:00:00.250000",
@@ -257,7 +267,7 @@ def test_sqlite_text_timestamps_in_any_iso_form(
         "2024-01-01 10:00",
         "2024-01-01",
     ]
-    with sqlite3.connect(_sqlite_path(settings)) as raw:
+    with sqlite3.connect(database) as raw:
         raw.executemany(
             "INSERT INTO customers (customer_id, signup_at) VALUES (?, ?)", list(enumerate(texts))
         )
@@ -271,39 +281,15 @@ def test_sqlite_text_timestamps_in_any_iso_form(
         datetime(2024, 1, 1, 10, tzinfo=UTC),
         datetime(2024, 1, 1, tzinfo=UTC),
     ]
-    engine.dispose()
-
-
-def _another_process_may_write(database: str) -> bool:
-    probe = (
-        "import sqlite3, sys\n"
-        "conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
-        "try:\n"
-        "    conn.execute('BEGIN IMMEDIATE')\n"
-        "except sqlite3.OperationalError:\n"
-        "    print('locked')\n"
-        "else:\n"
-        "    conn.execute('ROLLBACK')\n"
-        "    print('free')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, database], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip() == "free"
 
 
 def test_fast_sqlite_reads_wait_for_a_transaction_of_the_other_sqlite_library(
-    sqlite_url: str, make_settings: Callable[..., Settings]
+    sqlite_file: SqliteFile,
 ) -> None:
     """The ADBC driver has its own copy of SQLite: a read through it that ended beside a
     write transaction of Python's copy (a heartbeat, say) would drop that transaction's
     POSIX locks and let another process write in the middle of it."""
-    settings = make_settings(sqlite_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
-    create_source_tables(engine, wh)
-    database = _sqlite_path(settings)
+    engine, wh, database = sqlite_file
     table = wh["customers"]
     assert _read_all(engine, table, "customer_id").height == 0  # the driver is loaded
     in_transaction, commit = threading.Event(), threading.Event()
@@ -320,21 +306,15 @@ def test_fast_sqlite_reads_wait_for_a_transaction_of_the_other_sqlite_library(
         reader = pool.submit(_read_all, engine, table, "customer_id")
         time.sleep(1.0)
         assert not reader.done()  # waits for the transaction to end
-        assert not _another_process_may_write(database)
+        assert write_from_another_process(database, timeout=0) == "database is locked"
         commit.set()
         writer.result(timeout=60)
         assert reader.result(timeout=60)["customer_id"].to_list() == [1]
-    assert _another_process_may_write(database)
-    engine.dispose()
+    assert write_from_another_process(database, timeout=0) == "committed"
 
 
-def test_a_heartbeat_waits_for_fast_sqlite_reads_to_end(
-    sqlite_url: str, make_settings: Callable[..., Settings]
-) -> None:
-    settings = make_settings(sqlite_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
-    create_source_tables(engine, wh)
+def test_a_heartbeat_waits_for_fast_sqlite_reads_to_end(sqlite_file: SqliteFile) -> None:
+    engine, wh, _ = sqlite_file
     init_db(engine, wh)
     run_id = start_run(engine, wh, kind="nightly", as_of=None)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -347,17 +327,11 @@ def test_a_heartbeat_waits_for_fast_sqlite_reads_to_end(
         assert beat.result(timeout=60) is True
     with sqlite_library(engine, "python"), pytest.raises(RuntimeError, match="adbc copy"):
         _read_all(engine, wh["customers"], "customer_id")
-    engine.dispose()
 
 
-def test_sqlite_unreadable_values_name_table_column_and_count(
-    sqlite_url: str, make_settings: Callable[..., Settings]
-) -> None:
-    settings = make_settings(sqlite_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
-    create_source_tables(engine, wh)
-    with sqlite3.connect(_sqlite_path(settings)) as raw:
+def test_sqlite_unreadable_values_name_table_column_and_count(sqlite_file: SqliteFile) -> None:
+    engine, wh, database = sqlite_file
+    with sqlite3.connect(database) as raw:
         raw.executemany(
             "INSERT INTO activity (customer_id, occurred_at, event_type, value) VALUES (?,?,?,?)",
             [
@@ -369,31 +343,24 @@ def test_sqlite_unreadable_values_name_table_column_and_count(
     table = wh["activity"]
     with pytest.raises(ValueError, match=r"activity\.customer_id: 2 of 3 rows cannot be read"):
         _read_all(engine, table, "occurred_at")
-    with sqlite3.connect(_sqlite_path(settings)) as raw:
+    with sqlite3.connect(database) as raw:
         raw.execute("DELETE FROM activity WHERE customer_id IN ('abc', 'x1')")
         raw.execute("INSERT INTO activity VALUES (2, 'yesterday', 'login', NULL)")
     with pytest.raises(ValueError, match=r"activity\.occurred_at: 1 of 2 rows .*'yesterday'"):
         _read_all(engine, table, "customer_id")
-    engine.dispose()
 
 
-def test_sqlite_column_null_for_many_rows_then_typed(
-    sqlite_url: str, make_settings: Callable[..., Settings]
-) -> None:
-    settings = make_settings(sqlite_url)
-    wh = build_warehouse(settings)
-    engine = engine_for(settings)
-    create_source_tables(engine, wh)
+def test_sqlite_column_null_for_many_rows_then_typed(sqlite_file: SqliteFile) -> None:
+    engine, wh, database = sqlite_file
     rows: list[tuple[int, str, str, float | None]] = [
         (i, "2024-01-01 00:00:00", "login", None) for i in range(3000)
     ]
     rows += [(3000, "2024-01-01 00:00:00", "order", 2), (3001, "2024-01-01", "order", 2.5)]
-    with sqlite3.connect(_sqlite_path(settings)) as raw:
+    with sqlite3.connect(database) as raw:
         raw.executemany("INSERT INTO activity VALUES (?,?,?,?)", rows)
     values = _read_all(engine, wh["activity"], "customer_id")["value"]
     assert values.null_count() == 3000
     assert values.tail(2).to_list() == [2.0, 2.5]
-    engine.dispose()
 
 
 def test_generic_path_for_in_memory_sqlite() -> None:
