@@ -10,6 +10,7 @@ reached they are skipped with the reason, unless ``RETENTION_REQUIRE_POSTGRES=1`
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,8 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # makes training many times slower; PASSIVE must be set before lightgbm is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Prefect must never touch the user's profile or phone home from the test suite.
-    home = tempfile.mkdtemp(prefix="retention-prefect-")
-    os.environ.setdefault("PREFECT_HOME", home)
+    if "PREFECT_HOME" not in os.environ:
+        home = tempfile.mkdtemp(prefix="retention-prefect-")
+        os.environ["PREFECT_HOME"] = home
+        config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
