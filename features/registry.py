@@ -378,8 +378,8 @@ def _open_problems() -> list[Feature]:
             "Complaints opened before the snapshot (however long ago) and not resolved before it.",
             "complaints",
             None,
-            "{open_complaints:#complaint} still open, the oldest for "
-            f"{{oldest_open_complaint_days:{_DAYS}}}",
+            "{open_complaints:#complaint} still open, {open_complaints:?|the oldest }opened "
+            f"{{oldest_open_complaint_days:{_DAYS}}} ago",
             _OPEN_COMPLAINT,
             "sum",
             topic="open_complaints",
@@ -634,8 +634,7 @@ def _effort() -> list[Feature]:
             "resolved before the snapshot (transfers are final only once resolved).",
             "ratio",
             days,
-            f"transferred {{transfers_per_contact_{days}d:.1f}} times per contact "
-            f"in the last {days} days",
+            f"{{transfers_per_contact_{days}d:.1f}} transfers per contact in the last {days} days",
             pl.when(_window(days)).then(pl.col("known_transfers")),
             "mean",
             reason_applies=_at_least(1),
@@ -1113,11 +1112,17 @@ class _ReasonFormatter(string.Formatter):
     ``{x:#reply|replies}`` names both forms); a count of 0 reads "no <plural>".
     ``{x:#day|days|less than a day}`` also names what a value under 1 reads as, for
     durations that must never read "0 days".
+
+    ``{x:?one|other}`` renders ``one`` when ``x`` rounds to 1 and ``other`` otherwise, for
+    words that depend on a count shown elsewhere in the sentence ("the oldest" of several).
     """
 
     def format_field(self, value: Any, format_spec: str) -> str:
         if format_spec == "hours":
             return _duration_from_hours(float(value))
+        if format_spec.startswith("?"):
+            one, _, other = format_spec[1:].partition("|")
+            return one if round(float(value)) == 1 else other
         if format_spec.startswith("#"):
             singular, plural, under_one = [*format_spec[1:].split("|", 2), "", ""][:3]
             plural = plural or singular + "s"

@@ -150,12 +150,12 @@ TYPICAL = {
         (
             "open_complaints",
             {"open_complaints": 3.0, "oldest_open_complaint_days": 12.4},
-            "3 complaints still open, the oldest for 12 days",
+            "3 complaints still open, the oldest opened 12 days ago",
         ),
         (
             "open_complaints",
             {"open_complaints": 1.0, "oldest_open_complaint_days": 0.3},
-            "1 complaint still open, the oldest for less than a day",
+            "1 complaint still open, opened less than a day ago",
         ),
         (
             "oldest_open_complaint_days",
@@ -170,7 +170,7 @@ TYPICAL = {
         (
             "open_complaints",
             {"open_complaints": 1.0, "oldest_open_complaint_days": 1.2},
-            "1 complaint still open, the oldest for 1 day",
+            "1 complaint still open, opened 1 day ago",
         ),
         ("open_complaints", {"open_complaints": 0.0, "oldest_open_complaint_days": None}, None),
         ("open_complaints", {"open_complaints": None}, None),
@@ -242,7 +242,12 @@ TYPICAL = {
         (
             "transfers_per_contact_30d",
             {"transfers_per_contact_30d": 1.5},
-            "transferred 1.5 times per contact in the last 30 days",
+            "1.5 transfers per contact in the last 30 days",
+        ),
+        (
+            "transfers_per_contact_90d",
+            {"transfers_per_contact_90d": 1.0},
+            "1.0 transfers per contact in the last 90 days",
         ),
         (
             "first_response_hours_p90_90d",
