@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -106,7 +106,9 @@ def _friendly_errors() -> Iterator[None]:
         err.print(f"[red]configuration error:[/red] {mask_secrets(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except _expected_errors() as exc:
-        err.print(f"[red]error:[/red] {mask_secrets(str(exc))}", highlight=False)
+        # Notes (PEP 678) add context such as the days a stopped backfill already wrote.
+        text = "; ".join([str(exc), *getattr(exc, "__notes__", ())])
+        err.print(f"[red]error:[/red] {mask_secrets(text)}", highlight=False)
         raise typer.Exit(1) from None
     except _database_errors() as exc:
         err.print(f"[red]error:[/red] database error: {_database_reason(exc)}", highlight=False)
@@ -141,6 +143,19 @@ def _settings(warehouse: str | None = None, **overrides: Any) -> Any:
     return Settings(**values)
 
 
+def _check_in_range(option: str, field: str, value: int | None) -> None:
+    """A command option that sets a setting obeys the setting's bounds (named as the option)."""
+    from warehouse.settings import Settings
+
+    if value is None:
+        return
+    metadata = Settings.model_fields[field].metadata
+    low = next((m.ge for m in metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in metadata if hasattr(m, "le")), None)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise CliError(f"{option} must be from {low} to {high}, got {value}")
+
+
 def _parse_date(value: str | None, what: str = "--as-of") -> date | None:
     if value is None:
         return None
@@ -166,7 +181,7 @@ def _preflight(settings: Any) -> None:
 
     engine = engine_for(settings)
     try:
-        check_connection(engine)
+        check_connection(engine, must_exist=True)
         from flows.nightly import ensure_output_tables
 
         ensure_output_tables(engine, build_warehouse(settings))
@@ -185,7 +200,7 @@ def _output_tables(settings: Any) -> tuple[Any, Any]:
     from warehouse.schema import build_warehouse
 
     engine = engine_for(settings)
-    check_connection(engine)
+    check_connection(engine, must_exist=True)
     wh = build_warehouse(settings)
     if require_known_schema(engine, wh) is None:
         raise CliError(
@@ -261,7 +276,7 @@ def check_cmd(warehouse: WarehouseOpt = None) -> None:
 
         settings = _settings(warehouse)
         engine = engine_for(settings)
-        check_connection(engine)
+        check_connection(engine, must_exist=True)
         wh = build_warehouse(settings)
         check_contract(engine, wh)
         version = require_known_schema(engine, wh)
@@ -309,14 +324,14 @@ def train_cmd(
     """Train a challenger on point-in-time snapshots, evaluate it, register it, maybe promote it."""
 
     def go() -> None:
-        from models.retraining import MIN_SNAPSHOTS
-
-        if snapshots is not None and snapshots < MIN_SNAPSHOTS:
-            raise CliError(f"--snapshots must be at least {MIN_SNAPSHOTS}, got {snapshots}")
-        if horizon_days is not None and horizon_days < 1:
-            raise CliError(f"--horizon-days must be at least 1, got {horizon_days}")
+        options = {"--snapshots": snapshots, "--horizon-days": horizon_days}
+        fields = {"--snapshots": "n_snapshots", "--horizon-days": "horizon_days"}
+        for option, value in options.items():
+            _check_in_range(option, fields[option], value)
         day = _parse_date(as_of)
-        settings = _settings(warehouse)
+        settings = _settings(
+            warehouse, **{fields[option]: value for option, value in options.items()}
+        )
         _preflight(settings)
         from flows.retrain import retrain
 
@@ -335,8 +350,8 @@ def train_cmd(
 
 @contextmanager
 def _no_traceback_in_flow_logs(expected: tuple[type[BaseException], ...]) -> Iterator[None]:
-    """Prefect logs a failed flow run's exception with its traceback; for the errors this
-    command reports in one line, keep the log line but drop the traceback."""
+    """Prefect logs a failed flow or task run's exception with its traceback; for the errors
+    this command reports in one line, keep the log line but drop the traceback."""
     import logging
 
     class DropTraceback(logging.Filter):
@@ -346,13 +361,15 @@ def _no_traceback_in_flow_logs(expected: tuple[type[BaseException], ...]) -> Ite
                 record.exc_text = None
             return True
 
-    logger = logging.getLogger("prefect.flow_runs")
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
     drop = DropTraceback()
-    logger.addFilter(drop)
+    for logger in loggers:
+        logger.addFilter(drop)
     try:
         yield
     finally:
-        logger.removeFilter(drop)
+        for logger in loggers:
+            logger.removeFilter(drop)
 
 
 @contextmanager
@@ -395,8 +412,9 @@ def _print_training(result: Any) -> None:
         table.add_column(name, justify="right")
     metrics = next(iter(result.comparison.values())).keys()
     for metric in metrics:
-        count = metric.startswith("n_") or metric == "best_k"
-        values = (_fmt(result.comparison[n].get(metric), count=count) for n in result.comparison)
+        # Counts and money as whole numbers; rates and scores with four decimals.
+        whole = metric.startswith("n_") or metric == "best_k" or "profit" in metric
+        values = (_fmt(result.comparison[n].get(metric), whole=whole) for n in result.comparison)
         table.add_row(metric, *values)
     out.print(table)
     if result.report_path:
@@ -407,8 +425,8 @@ def _count(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
-def _fmt(value: Any, *, count: bool = False) -> str:
-    if count and isinstance(value, int | float) and float(value).is_integer():
+def _fmt(value: Any, *, whole: bool = False) -> str:
+    if whole and isinstance(value, int | float):
         return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
@@ -451,11 +469,10 @@ def models_show_cmd(version: str, warehouse: WarehouseOpt = None) -> None:
 
     def go() -> None:
         from models.registry import describe_model
-        from warehouse.db import engine_for
-        from warehouse.schema import build_warehouse
 
         settings = _settings(warehouse)
-        info = describe_model(engine_for(settings), build_warehouse(settings), version)
+        engine, wh = _output_tables(settings)
+        info = describe_model(engine, wh, version)
         metrics = info.get("metrics")
         warnings = metrics.get("warnings") if isinstance(metrics, dict) else None
         for warning in warnings or []:
@@ -529,6 +546,9 @@ def backfill_cmd(
         assert first is not None and last is not None
         if last < first:
             raise CliError(f"END {last} is before START {first}")
+        from features.build import check_day_has_begun
+
+        check_day_has_begun(last, settings.timezone, datetime.now(UTC), "backfill")
         _preflight(settings)
         from flows.nightly import backfill
 
@@ -541,14 +561,15 @@ def backfill_cmd(
 
 
 def _print_run(result: Any) -> None:
+    for line in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
     out.print(
         f"[bold]{result.as_of}[/bold] run {result.run_id}: {result.status}; "
         f"scored {result.counts.get('scored', 0):,}, listed {result.counts.get('listed', 0):,}, "
         f"cooled down {result.counts.get('cooled_down', 0):,}, "
-        f"quarantined {result.counts.get('quarantined', 0):,}; model {result.model_version}"
+        f"quarantined {result.counts.get('quarantined', 0):,}; model {result.model_version}",
+        highlight=False,
     )
-    for line in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {line}")
 
 
 @app.command("list")
@@ -557,7 +578,14 @@ def list_cmd(
         str | None,
         typer.Option("--as-of", help="Day YYYY-MM-DD (default: the latest day with a list)."),
     ] = None,
-    top: Annotated[int, typer.Option(min=1, help="How many rows to show.")] = 20,
+    top: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="How many listed customers to show (customers in their cool-down period or "
+            "over their segment's cap keep their rank but are not listed).",
+        ),
+    ] = 20,
     segment: Annotated[str | None, typer.Option(help="Only this segment.")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -581,12 +609,14 @@ def list_cmd(
             empty = f"no listed customers in segment {segment!r} for {which}"
         else:
             empty = f"no listed customers for {which} (has `retention score` run?)"
-        _print_list(frame, empty=empty)
+        _print_list(frame, empty=empty, by_segment=segment is not None)
 
     _run(go)
 
 
-def _print_list(frame: Any, *, empty: str = "no listed customers for that day") -> None:
+def _print_list(
+    frame: Any, *, empty: str = "no listed customers for that day", by_segment: bool = False
+) -> None:
     if frame.height == 0:
         out.print(empty, highlight=False)
         return
@@ -605,6 +635,14 @@ def _print_list(frame: Any, *, empty: str = "no listed customers for that day") 
                 out.print(f"    why: {row[f'reason_{i}']}", highlight=False)
         if row.get("recommended_action"):
             out.print(f"    do:  {row['recommended_action']}", highlight=False)
+    shown = frame["rank"].to_list()
+    skipped = max(shown) - len(shown)
+    if skipped and not by_segment:
+        out.print(
+            f"({skipped:,} customer(s) ranked above #{max(shown)} are not listed: in their "
+            "cool-down period, or over their segment's cap)",
+            highlight=False,
+        )
 
 
 _PRIORITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
@@ -663,7 +701,8 @@ def demo_cmd(
                 out.print(line)
         from flows.nightly import nightly_score
 
-        result = nightly_score(as_of=None, settings=settings)
+        with _no_traceback_in_flow_logs(_expected_errors()):
+            result = nightly_score(as_of=None, settings=settings)
         _print_run(result)
         from warehouse.db import engine_for
         from warehouse.outputs import read_retention_list

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
+from features.build import check_day_has_begun
 from flows.runtime import today_in
 from models.drift import SCORE_KEY, DriftStop, DriftVerdict
 from models.nightly import (
@@ -392,14 +393,25 @@ def nightly_score(as_of: date | None = None, settings: Settings | None = None) -
 
 @flow(name="backfill", log_prints=False)
 def backfill(start: date, end: date, settings: Settings | None = None) -> list[RunResult]:
-    """Score every date from ``start`` to ``end`` inclusive, oldest first."""
+    """Score every date from ``start`` to ``end`` inclusive, oldest first.
+
+    An ``end`` that has not begun is refused before any day is scored. The backfill stops at
+    the first day that fails; the error then notes which days before it were written.
+    """
     if end < start:
         raise ValueError(f"backfill end {end} is before start {start}")
     settings = settings or Settings()
-    results = []
+    check_day_has_begun(end, settings.timezone, datetime.now(UTC), "backfill")
+    results: list[RunResult] = []
     day = start
     while day <= end:
-        result = score_day(settings, day, kind="backfill")
+        try:
+            result = score_day(settings, day, kind="backfill")
+        except Exception as exc:
+            if results:
+                written = f"{start} to {day - timedelta(days=1)}"
+                exc.add_note(f"the backfill stopped at {day}; {written} are written")
+            raise
         publish_artifacts(result)
         results.append(result)
         day += timedelta(days=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -110,8 +111,30 @@ def first_error_line(exc: BaseException, secret: str | None) -> str:
     return mask_secrets(line)
 
 
-def check_connection(engine: sa.Engine) -> None:
-    """Run ``SELECT 1``; raise :class:`WarehouseUnavailable` with a one-line reason if it fails."""
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite warehouse URL; ``None`` for other backends and in-memory databases."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or parsed.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def check_connection(engine: sa.Engine, *, must_exist: bool = False) -> None:
+    """Run ``SELECT 1``; raise :class:`WarehouseUnavailable` with a one-line reason if it fails.
+
+    With ``must_exist``, a SQLite file that does not exist is refused instead of being
+    created empty (SQLite creates a missing file on connect): for callers that only read the
+    warehouse or need data already in it, where a mistyped path would leave a stray file.
+    """
+    path = sqlite_file(engine.url) if must_exist else None
+    if path is not None and not path.exists():
+        raise WarehouseUnavailable(
+            f"cannot reach the warehouse at {_display_url(engine)}: the SQLite file {path} "
+            "does not exist"
+        )
     try:
         with engine.connect() as conn:
             conn.execute(sa.select(sa.literal(1)))

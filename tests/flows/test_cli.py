@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -56,7 +58,9 @@ def test_init_db_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_check_reports_a_missing_table_in_one_line(tmp_path: Path) -> None:
-    code, output = _invoke("check", "--warehouse", f"sqlite:///{tmp_path / 'empty.db'}")
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    code, output = _invoke("check", "--warehouse", f"sqlite:///{empty}")
     assert code == 1
     assert "customers" in output
     assert "Traceback" not in output
@@ -86,10 +90,16 @@ def test_models_list_show_promote_and_rollback(demo_url: str, tmp_path: Path) ->
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_score_list_and_runs(demo_url: str) -> None:
+def test_score_list_and_runs(demo_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETENTION_SEGMENT_CAPACITY", '{"no_such_segment": 5}')
     code, output = _invoke("score", "--as-of", END.isoformat(), "--warehouse", demo_url)
     assert code == 0, output
-    assert "succeeded" in output
+    # Warnings come first; the outcome is the command's last line.
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"{END} run ") and "succeeded" in lines[-1], output
+    warning = next(i for i, line in enumerate(lines) if "no_such_segment" in line)
+    assert lines[warning].startswith("warning: segment cap"), output
+    monkeypatch.delenv("RETENTION_SEGMENT_CAPACITY")
     code, output = _invoke(
         "list", "--as-of", END.isoformat(), "--top", "3", "--warehouse", demo_url
     )
@@ -129,9 +139,11 @@ def test_unreachable_warehouse_is_a_clear_error_without_the_password() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--snapshots", "3"), "--snapshots must be at least 4, got 3"),
-        (("--snapshots", "0"), "--snapshots must be at least 4, got 0"),
-        (("--horizon-days", "0"), "--horizon-days must be at least 1, got 0"),
+        (("--snapshots", "3"), "--snapshots must be from 4 to 120, got 3"),
+        (("--snapshots", "0"), "--snapshots must be from 4 to 120, got 0"),
+        (("--snapshots", "121"), "--snapshots must be from 4 to 120, got 121"),
+        (("--horizon-days", "0"), "--horizon-days must be from 1 to 365, got 0"),
+        (("--horizon-days", "400"), "--horizon-days must be from 1 to 365, got 400"),
         (("--as-of", "soon"), "--as-of must be a date"),
     ],
 )
@@ -263,13 +275,126 @@ def test_backfill_with_the_end_before_the_start_stops_before_any_flow(demo_url: 
     assert _one_error_line(output) == "error: END 2026-03-01 is before START 2026-03-05"
 
 
+def test_backfill_with_an_end_that_has_not_begun_stops_before_any_day(demo_url: str) -> None:
+    later = date.today() + timedelta(days=2)
+    code, output = _invoke("backfill", "2026-03-01", later.isoformat(), "--warehouse", demo_url)
+    assert code == 1
+    line = _one_error_line(output)
+    assert line.startswith(f"error: backfill as of {later} is not possible yet"), line
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_backfill_that_stops_says_which_days_it_wrote(
+    demo_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.nightly
+    from models.nightly import NoActiveCustomersError
+
+    real_score_day = flows.nightly.score_day
+    failing = END - timedelta(days=1)
+
+    def score_day(settings: Settings, as_of: date, *, kind: str = "nightly") -> object:
+        if as_of == failing:
+            raise NoActiveCustomersError(f"nobody is active as of {as_of}")
+        return real_score_day(settings, as_of, kind=kind)
+
+    monkeypatch.setattr(flows.nightly, "score_day", score_day)
+    first = END - timedelta(days=2)
+    code, output = _invoke("backfill", first.isoformat(), END.isoformat(), "--warehouse", demo_url)
+    assert code == 1, output
+    assert "Traceback" not in output
+    error = [line for line in output.splitlines() if line.startswith("error:")]
+    assert error == [
+        f"error: nobody is active as of {failing}; the backfill stopped at {failing}; "
+        f"{first} to {first} are written"
+    ]
+    code, runs = _invoke("runs", "--warehouse", demo_url)
+    assert f"backfill  {first}" in runs
+
+
+# Outside a flow run, Prefect's API log handler warns that it has nowhere to send these.
+@pytest.mark.filterwarnings("ignore:Logger 'prefect:UserWarning")
+def test_expected_errors_in_task_and_flow_runs_are_logged_without_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flows.cli import _expected_errors, _no_traceback_in_flow_logs
+    from models.actions import ActionRulesError
+
+    def failed(logger: str, exc: BaseException) -> None:
+        try:
+            raise exc
+        except BaseException:
+            names = {"task_run_name": "score-and-list-0", "flow_run_name": "nightly-0"}
+            logging.getLogger(logger).error("failed with exception", exc_info=True, extra=names)
+
+    with caplog.at_level(logging.ERROR), _no_traceback_in_flow_logs(_expected_errors()):
+        for logger in ("prefect.task_runs", "prefect.flow_runs"):
+            failed(logger, ActionRulesError("actions.toml: unknown group 'nope'"))
+        failed("prefect.task_runs", KeyError("a bug"))
+    # The log lines stay; only the expected errors lose their traceback.
+    assert [record.exc_info is None for record in caplog.records] == [True, True, False]
+
+
+def test_the_list_says_why_ranks_are_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    import polars as pl
+
+    from flows.cli import _print_list
+
+    frame = pl.DataFrame(
+        {
+            "as_of": [END] * 3,
+            "rank": [1, 2, 5],
+            "customer_id": [11, 12, 15],
+            "segment": ["smb"] * 3,
+            "churn_probability": [0.5, 0.4, 0.3],
+            "value_at_risk": [900.0, 800.0, 700.0],
+            "priority": ["high", "medium", "low"],
+        }
+    )
+    _print_list(frame)
+    assert "(2 customer(s) ranked above #5 are not listed" in capsys.readouterr().out
+    _print_list(frame, by_segment=True)
+    assert "not listed" not in capsys.readouterr().out
+    _print_list(frame.head(2))
+    assert "not listed" not in capsys.readouterr().out
+
+
+def test_training_metrics_show_money_and_counts_whole_and_rates_with_decimals() -> None:
+    from flows.cli import _fmt
+
+    assert _fmt(127.0395, whole=True) == "127"
+    assert _fmt(4406.2, whole=True) == "4,406"
+    assert _fmt(0.12345) == "0.1235"
+    assert _fmt(None) == ""
+
+
+READING_COMMANDS = (["list"], ["runs"], ["models", "list"], ["models", "show", "m-1"])
+
+
 def test_reading_commands_say_when_the_output_tables_are_missing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    for command in (["list"], ["runs"], ["models", "list"]):
-        code, output = _invoke(*command, "--warehouse", url)
+    fresh = tmp_path / "fresh.db"
+    sqlite3.connect(fresh).close()
+    for command in READING_COMMANDS:
+        code, output = _invoke(*command, "--warehouse", f"sqlite:///{fresh}")
         assert code == 1, (command, output)
         line = _one_error_line(output)
         assert "output tables do not exist yet" in line and "retention init-db" in line
+
+
+def test_commands_that_need_a_warehouse_never_create_a_missing_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo.db"
+    backfill = ["backfill", "2026-03-01", "2026-03-02"]
+    for command in (*READING_COMMANDS, ["check"], ["score"], ["train"], backfill):
+        code, output = _invoke(*command, "--warehouse", f"sqlite:///{missing}")
+        assert code == 1, (command, output)
+        line = _one_error_line(output)
+        assert line.endswith(f"the SQLite file {missing} does not exist"), (command, line)
+        assert not missing.exists(), command
+    # The commands that create a warehouse still do.
+    assert _invoke("init-db", "--warehouse", f"sqlite:///{missing}")[0] == 0
+    assert missing.exists()
 
 
 def test_a_newer_schema_is_refused_by_promote_and_reported_by_check(tmp_path: Path) -> None:
