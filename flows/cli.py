@@ -55,6 +55,13 @@ AsOfOpt = Annotated[
 ]
 
 
+def _plain(value: object) -> str:
+    """``value`` as text that the console prints as it is (brackets are not markup)."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 class CliError(Exception):
     """An expected failure: printed as one line, exit code 1."""
 
@@ -98,20 +105,28 @@ def _friendly_errors() -> Iterator[None]:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from warehouse.settings import ConfigFileError, mask_secrets
+    from warehouse.settings import ConfigFileError, describe_settings_error, mask_secrets
 
     try:
         yield
-    except (ValidationError, ConfigFileError, SettingsError) as exc:
-        err.print(f"[red]configuration error:[/red] {mask_secrets(str(exc))}", highlight=False)
+    except ValidationError as exc:
+        text = describe_settings_error(exc) if exc.title == "Settings" else str(exc)
+        err.print(f"[red]configuration error:[/red] {_plain(mask_secrets(text))}", highlight=False)
+        raise typer.Exit(2) from None
+    except (ConfigFileError, SettingsError) as exc:
+        err.print(
+            f"[red]configuration error:[/red] {_plain(mask_secrets(str(exc)))}", highlight=False
+        )
         raise typer.Exit(2) from None
     except _expected_errors() as exc:
         # Notes (PEP 678) add context such as the days a stopped backfill already wrote.
         text = "; ".join([str(exc), *getattr(exc, "__notes__", ())])
-        err.print(f"[red]error:[/red] {mask_secrets(text)}", highlight=False)
+        err.print(f"[red]error:[/red] {_plain(mask_secrets(text))}", highlight=False)
         raise typer.Exit(1) from None
     except _database_errors() as exc:
-        err.print(f"[red]error:[/red] database error: {_database_reason(exc)}", highlight=False)
+        err.print(
+            f"[red]error:[/red] database error: {_plain(_database_reason(exc))}", highlight=False
+        )
         raise typer.Exit(1) from None
 
 
@@ -295,9 +310,9 @@ def _print_summary(url: str, summary: dict[str, Any]) -> None:
         if isinstance(value, dict):
             out.print(f"  {key}:")
             for k, v in value.items():
-                out.print(f"    {k}: {v}")
+                out.print(f"    {k}: {_plain(v)}", highlight=False)
         else:
-            out.print(f"  {key}: {value}")
+            out.print(f"  {key}: {_plain(value)}", highlight=False)
 
 
 # -- training and models -------------------------------------------------------------------------
@@ -404,7 +419,7 @@ def _training_errors() -> tuple[type[BaseException], ...]:
 
 def _print_training(result: Any) -> None:
     for warning in getattr(result, "warnings", []):
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {_plain(warning)}", highlight=False)
     out.print(f"[bold]model[/bold] {result.version}  ({result.decision})")
     table = Table(title="holdout metrics (same rows)")
     table.add_column("metric")
@@ -476,7 +491,7 @@ def models_show_cmd(version: str, warehouse: WarehouseOpt = None) -> None:
         metrics = info.get("metrics")
         warnings = metrics.get("warnings") if isinstance(metrics, dict) else None
         for warning in warnings or []:
-            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            err.print(f"[yellow]warning:[/yellow] {_plain(warning)}", highlight=False)
         out.print_json(json.dumps(info, default=str))
 
     _run(go)
@@ -562,7 +577,7 @@ def backfill_cmd(
 
 def _print_run(result: Any) -> None:
     for line in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {_plain(line)}", highlight=False)
     out.print(
         f"[bold]{result.as_of}[/bold] run {result.run_id}: {result.status}; "
         f"scored {result.counts.get('scored', 0):,}, listed {result.counts.get('listed', 0):,}, "
@@ -632,9 +647,9 @@ def _print_list(
         )
         for i in (1, 2, 3):
             if row.get(f"reason_{i}"):
-                out.print(f"    why: {row[f'reason_{i}']}", highlight=False)
+                out.print(f"    why: {_plain(row[f'reason_{i}'])}", highlight=False)
         if row.get("recommended_action"):
-            out.print(f"    do:  {row['recommended_action']}", highlight=False)
+            out.print(f"    do:  {_plain(row['recommended_action'])}", highlight=False)
     shown = frame["rank"].to_list()
     skipped = max(shown) - len(shown)
     if skipped and not by_segment:
@@ -677,7 +692,7 @@ def runs_cmd(
                 highlight=False,
             )
             if row.get("error"):
-                out.print(f"    error: {row['error']}", highlight=False)
+                out.print(f"    error: {_plain(row['error'])}", highlight=False)
 
     _run(go)
 
@@ -698,7 +713,7 @@ def demo_cmd(
         settings = _settings(warehouse)
         with _training_failures("training the demo model failed"):
             for line in prepare_demo(settings, customers=customers):
-                out.print(line)
+                out.print(_plain(line), highlight=False)
         from flows.nightly import nightly_score
 
         with _no_traceback_in_flow_logs(_expected_errors()):

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from warehouse.schema import SCHEMA_VERSION, Warehouse, required_columns
+from warehouse.settings import setting_sources
 
 ReflectedTypes = dict[str, dict[str, sa.types.TypeEngine[Any]]]
 """Per contract table (logical name), the type the database reports for each contract column."""
@@ -32,10 +33,6 @@ class ContractError(ValueError):
     def __init__(self, message: str, problems: list[str]) -> None:
         super().__init__(message)
         self.problems = problems
-
-
-def _env_var(logical: str) -> str:
-    return f"RETENTION_TABLES__{logical.upper()}"
 
 
 def _qualified(table: sa.Table) -> str:
@@ -103,11 +100,13 @@ def _problems(
     for logical, table in pairs:
         expected = required_columns(table)
         present = _column_types(inspector, table, case_insensitive)
-        renamed = "" if table.name == logical else f", configured by {_env_var(logical)}"
+        renamed = (
+            "" if table.name == logical else f"; its name is {setting_sources(('tables', logical))}"
+        )
         if present is None:
             problems.append(
-                f"missing table {_qualified(table)!r} (contract table {logical!r}{renamed}); "
-                f"expected columns: {', '.join(expected)}"
+                f"missing table {_qualified(table)!r} (contract table {logical!r}); "
+                f"expected columns: {', '.join(expected)}{renamed}"
             )
             continue
         found: dict[str, sa.types.TypeEngine[Any]] = {}

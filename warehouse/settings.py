@@ -12,10 +12,19 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +84,36 @@ def mask_secrets(text: str) -> str:
     return _KEYWORD_PASSWORD.sub(lambda m: f"{m.group('head')}***", text)
 
 
+ENV_PREFIX = "RETENTION_"
+ENV_NESTED_DELIMITER = "__"
+
+
+def setting_sources(path: Sequence[str | int]) -> str:
+    """A setting as an error names it: dotted name, environment variable and TOML key.
+
+    ``("tables", "interactions")`` reads ``tables.interactions (RETENTION_TABLES__INTERACTIONS,
+    or interactions under [tables] in the TOML file)``.
+    """
+    parts = [str(part) for part in path]
+    env = ENV_PREFIX + ENV_NESTED_DELIMITER.join(part.upper() for part in parts)
+    toml = f"{parts[-1]} under [{'.'.join(parts[:-1])}]" if len(parts) > 1 else parts[0]
+    return f"{'.'.join(parts)} ({env}, or {toml} in the TOML file)"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """A :class:`Settings` validation error in one line, passwords masked.
+
+    Each problem names the setting with :func:`setting_sources` and the rule it breaks; the
+    offending values are left out (one may be a secret).
+    """
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        location = error["loc"]
+        problems.append(f"{setting_sources(location)}: {message}" if location else message)
+    return mask_secrets("; ".join(problems))
+
+
 class TableNames(BaseModel):
     """Names of the warehouse tables; each is validated as a plain identifier.
 
@@ -103,8 +142,8 @@ class Settings(BaseSettings):
     """Everything the job needs to know, validated once."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RETENTION_",
-        env_nested_delimiter="__",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
         extra="forbid",
         validate_default=True,
     )

@@ -254,6 +254,27 @@ def test_configuration_mistakes_are_configuration_errors(
     assert "broken.toml is not valid TOML" in output and "Traceback" not in output
 
     monkeypatch.delenv("RETENTION_CONFIG")
+    # A rule a setting breaks: one line naming the setting where an operator would set it.
+    for name, value, problem in (
+        (
+            "RETENTION_TABLES__INTERACTION",
+            "x",
+            "tables.interaction (RETENTION_TABLES__INTERACTION, or interaction under [tables] "
+            "in the TOML file): Extra inputs are not permitted",
+        ),
+        (
+            "RETENTION_HORIZON_DAYS",
+            "400",
+            "horizon_days (RETENTION_HORIZON_DAYS, or horizon_days in the TOML file): Input "
+            "should be less than or equal to 365",
+        ),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setenv(name, value)
+            code, output = _invoke("check", "--warehouse", url)
+        assert code == 2, output
+        assert _one_error_line(output) == f"configuration error: {problem}"
+
     monkeypatch.setenv("RETENTION_SEGMENT_CAPACITY", "enterprise: 50")
     code, output = _invoke("check", "--warehouse", url)
     assert code == 2, output

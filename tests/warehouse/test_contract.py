@@ -112,7 +112,11 @@ def test_configured_names_appear_in_the_error(
     text = str(error)
     assert len(error.problems) == 2
     assert "crm_contacts" in text
-    assert "contract table 'interactions', configured by RETENTION_TABLES__INTERACTIONS" in text
+    assert "crm_contacts' (contract table 'interactions'); expected columns: " in text
+    assert (
+        "its name is tables.interactions (RETENTION_TABLES__INTERACTIONS, or interactions "
+        "under [tables] in the TOML file)" in text
+    )
     assert "has no column 'event_type'" in text
     create_source_tables(isolated_engine, wh)
     with isolated_engine.begin() as conn:
