@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from warehouse.settings import ConfigFileError, Settings, mask_secrets, mask_url
+from warehouse.settings import (
+    ConfigFileError,
+    Settings,
+    describe_settings_error,
+    mask_secrets,
+    mask_url,
+    unknown_environment_settings,
+)
 
 
 def test_defaults_point_at_the_embedded_sqlite_file() -> None:
@@ -116,3 +123,60 @@ def test_a_misspelt_table_key_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("RETENTION_CONFIG", str(config))
     with pytest.raises(ValidationError, match="customer"):
         Settings()
+
+
+def test_a_password_in_the_query_string_is_masked_too() -> None:
+    url = "postgresql+psycopg:///crm?host=db.internal&user=retention&password=S3cretQ"
+    settings = Settings(warehouse_url=url)  # type: ignore[arg-type]
+    for text in (repr(settings), settings.display_url, mask_url(url)):
+        assert "S3cretQ" not in text
+    assert "password=***" in settings.display_url
+
+
+def test_an_unencoded_at_sign_in_the_password_is_refused_without_echoing_it() -> None:
+    url = "postgresql://postgres:S3cr@tAb@127.0.0.1:5432/crm"
+    with pytest.raises(ValidationError, match="more than one '@' before the host") as caught:
+        Settings(warehouse_url=url)  # type: ignore[arg-type]
+    assert "tAb" not in str(caught.value) and "S3cr" not in str(caught.value)
+    encoded = Settings(warehouse_url="postgresql://postgres:S3cr%40tAb@127.0.0.1:5432/crm")  # type: ignore[arg-type]
+    assert encoded.display_url == "postgresql://postgres:***@127.0.0.1:5432/crm"
+
+
+def test_a_misspelt_environment_variable_is_refused_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RETENTION_TIMEZON", "Europe/Berlin")
+    monkeypatch.setenv("RETENTION_WAREHOUSE", "postgresql://u@h/db")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = describe_settings_error(caught.value)
+    assert "RETENTION_TIMEZON (did you mean RETENTION_TIMEZONE?)" in message
+    assert "RETENTION_WAREHOUSE (did you mean RETENTION_WAREHOUSE_URL?)" in message
+    assert unknown_environment_settings({"RETENTION_XYZZY": "1"}) == ["RETENTION_XYZZY"]
+    # Variables read elsewhere, settings and nested table names are not reported.
+    known = {
+        "RETENTION_CONFIG": "x.toml",
+        "RETENTION_PROJECT_DIR": "/srv",
+        "RETENTION_BENCH_POSTGRES_URL": "postgresql://h/db",
+        "retention_timezone": "UTC",
+        "RETENTION_TABLES__INTERACTIONS": "crm_contacts",
+        "PATH": "/bin",
+    }
+    assert unknown_environment_settings(known) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"segment_capacity": {"enterprise": -1}}, "a segment cap must be 0 or more"),
+        (
+            {"priority_high_lift": 1.0, "priority_medium_lift": 2.0},
+            "priority_medium_lift must be at most priority_high_lift",
+        ),
+    ],
+)
+def test_list_settings_that_cannot_work_are_refused_up_front(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**overrides)  # type: ignore[arg-type]

@@ -9,12 +9,13 @@ exists), then the defaults below.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -69,9 +70,11 @@ def validate_identifier(value: str, what: str = "identifier") -> str:
 def mask_url(url: str) -> str:
     """The warehouse URL with any password replaced by ``***``."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        rendered = make_url(url).render_as_string(hide_password=True)
     except Exception:
-        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+        rendered = re.sub(r"://[^/?#]*@", "://***@", url)
+    # A password may also sit in the query string (``?password=...``).
+    return mask_secrets(rendered)
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
@@ -138,6 +141,34 @@ class TableNames(BaseModel):
         return validate_identifier(value, "table name")
 
 
+NOT_SETTINGS: Final = frozenset(
+    {"RETENTION_CONFIG", "RETENTION_PROJECT_DIR", "RETENTION_BENCH_POSTGRES_URL"}
+)
+"""``RETENTION_*`` environment variables that are read elsewhere, not settings."""
+
+NOT_SETTINGS_PREFIXES: Final = ("RETENTION_TEST", "RETENTION_REQUIRE_")
+"""Prefixes of the test suite's own ``RETENTION_*`` variables."""
+
+
+def unknown_environment_settings(environ: Mapping[str, str]) -> list[str]:
+    """``RETENTION_*`` variables that name no setting (a misspelt one would otherwise be
+    ignored and its default used), each with the closest setting's variable when any."""
+    variables = {ENV_PREFIX + name.upper(): name for name in Settings.model_fields}
+    unknown = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS:
+            continue
+        if upper.startswith(NOT_SETTINGS_PREFIXES):
+            continue
+        head = upper.split(ENV_NESTED_DELIMITER, 1)[0]  # tables.x is RETENTION_TABLES__X
+        if head in variables:
+            continue
+        close = difflib.get_close_matches(head, list(variables), n=1, cutoff=0.8)
+        unknown.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return unknown
+
+
 class Settings(BaseSettings):
     """Everything the job needs to know, validated once."""
 
@@ -146,6 +177,8 @@ class Settings(BaseSettings):
         env_nested_delimiter=ENV_NESTED_DELIMITER,
         extra="forbid",
         validate_default=True,
+        # A value in an error may be a secret (the URL); messages name the setting instead.
+        hide_input_in_errors=True,
     )
 
     warehouse_url: SecretStr = Field(
@@ -255,8 +288,15 @@ class Settings(BaseSettings):
     @field_validator("warehouse_url")
     @classmethod
     def _parsable_url(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        authority = text.partition("://")[2].split("/", 1)[0]
+        if authority.count("@") > 1:
+            raise ValueError(
+                "the warehouse URL has more than one '@' before the host: URL-encode special "
+                "characters in the user name and password ('@' as %40, ':' as %3A, '/' as %2F)"
+            )
         try:
-            make_url(value.get_secret_value())
+            make_url(text)
         except Exception as exc:
             raise ValueError(
                 f"warehouse URL {mask_url(value.get_secret_value())!r} is not a SQLAlchemy URL"
@@ -267,6 +307,26 @@ class Settings(BaseSettings):
     def _thresholds(self) -> Settings:
         if self.drift_stop_psi < self.drift_warn_psi:
             raise ValueError("drift_stop_psi must be at least drift_warn_psi")
+        if self.priority_medium_lift > self.priority_high_lift:
+            raise ValueError("priority_medium_lift must be at most priority_high_lift")
+        return self
+
+    @field_validator("segment_capacity")
+    @classmethod
+    def _caps_not_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        negative = [f"{segment!r}: {cap}" for segment, cap in value.items() if cap < 0]
+        if negative:
+            raise ValueError(f"a segment cap must be 0 or more, got {', '.join(negative)}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_unknown_environment_settings(self) -> Settings:
+        unknown = unknown_environment_settings(os.environ)
+        if unknown:
+            raise ValueError(
+                f"the environment sets {', '.join(unknown)}, which no setting reads; fix or "
+                "unset it (README, Configuration, lists the settings)"
+            )
         return self
 
     @model_validator(mode="after")
