@@ -44,6 +44,10 @@ _TRANSIENT_MESSAGES = (
 )
 
 
+class UnsupportedWarehouseError(ValueError):
+    """The warehouse URL names a database whose SQLAlchemy dialect or driver is not installed."""
+
+
 class WarehouseUnavailable(RuntimeError):  # noqa: N818
     """The warehouse cannot be reached; the message names the masked URL and the cause."""
 
@@ -74,7 +78,15 @@ def engine_for_url(url: str | URL) -> sa.Engine:
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_SECONDS
     elif backend == "postgresql" and parsed.get_driver_name() == "psycopg":
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    try:
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise UnsupportedWarehouseError(
+            f"no database driver for {parsed.drivername!r} warehouses is installed "
+            f"({type(exc).__name__}: {first_error_line(exc, parsed.password)}); PostgreSQL "
+            "(postgresql+psycopg://) and SQLite (sqlite:///) come with the job, another "
+            "warehouse needs its SQLAlchemy dialect and driver installed"
+        ) from exc
 
 
 def adbc_uri(url: str | URL) -> str:

@@ -86,6 +86,11 @@ _TIMESTAMP_FORMATS_NAIVE = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M")
 # --------------------------------------------------------------------------------------------
 
 
+class UnreadableValuesError(ValueError):
+    """Values of a source column that cannot be converted to the contract type; the message
+    names the table, the column, how many rows and examples."""
+
+
 def _failure_message(
     source: str, column: str, target: pl.DataType, original: pl.Series, failed: pl.Series
 ) -> str:
@@ -266,8 +271,9 @@ def conform(frame: pl.DataFrame, schema: pl.Schema, *, source: str) -> pl.DataFr
     """``frame`` with exactly ``schema``: its columns, in its order, with its dtypes.
 
     Text timestamps are parsed (no offset means UTC), integers 0/1 become booleans,
-    whole floats become integers. Raises ``ValueError`` naming ``source``, the column
-    and the number of rows when a column is missing or values cannot be converted.
+    whole floats become integers. Raises ``ValueError`` naming ``source`` and the column when
+    a column is missing, and :class:`UnreadableValuesError` with the number of rows and
+    examples when values cannot be converted.
     """
     missing = [name for name in schema.names() if name not in frame.columns]
     if missing:
@@ -281,7 +287,7 @@ def conform(frame: pl.DataFrame, schema: pl.Schema, *, source: str) -> pl.DataFr
         converted = _convert(original, target).alias(name)
         failed = original.is_not_null() & converted.is_null()
         if failed.any():
-            raise ValueError(_failure_message(source, name, target, original, failed))
+            raise UnreadableValuesError(_failure_message(source, name, target, original, failed))
         columns.append(converted)
     if not columns:
         return pl.DataFrame(schema=schema)

@@ -379,7 +379,11 @@ def fail_run(
     A run already recorded as ``succeeded`` keeps that status (its list is committed);
     the failure is logged instead. Raises ``LookupError`` when the run does not exist.
     """
-    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+    if isinstance(error, BaseException):
+        # An interruption (KeyboardInterrupt, a termination signal) has no message of its own.
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    else:
+        text = error
     values: dict[str, Any] = {
         "status": "failed",
         "finished_at": utc_now(),

@@ -197,13 +197,28 @@ class Warehouse:
         return [self.tables[name] for name in (*OUTPUT_TABLES, "schema_version")]
 
 
+class TableNameConflictError(ValueError):
+    """Two contract tables are configured to the same table of the same schema."""
+
+
 def build_warehouse(settings: Settings) -> Warehouse:
-    """Bind the contract to the configured table and schema names."""
+    """Bind the contract to the configured table and schema names.
+
+    Raises :class:`TableNameConflictError` when two contract tables would be one table.
+    """
     metadata = sa.MetaData()
     tables: dict[str, sa.Table] = {}
+    claimed: dict[tuple[str | None, str], str] = {}
     for logical, columns in _COLUMNS.items():
         physical = getattr(settings.tables, logical)
         schema = settings.source_schema if logical in SOURCE_TABLES else settings.output_schema
+        other = claimed.setdefault((schema, physical.lower()), logical)
+        if other != logical:
+            where = f"{schema}.{physical}" if schema else physical
+            raise TableNameConflictError(
+                f"tables.{other} and tables.{logical} both name the table {where!r}; "
+                f"give each contract table its own (RETENTION_TABLES__{logical.upper()})"
+            )
         tables[logical] = sa.Table(physical, metadata, *columns(), schema=schema)
     return Warehouse(metadata=metadata, tables=tables)
 

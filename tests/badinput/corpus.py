@@ -38,6 +38,7 @@ from models.nightly import (
 from models.registry import load_model
 from warehouse.contract import ContractError
 from warehouse.extract import SourceData
+from warehouse.io import UnreadableValuesError
 from warehouse.outputs import read_retention_list
 from warehouse.schema import Warehouse, contract_table
 from warehouse.settings import Settings
@@ -673,7 +674,7 @@ CATALOG: tuple[Case, ...] = (
         BOTH,
         text_timestamps_unparseable,
         Fails(
-            ValueError,
+            UnreadableValuesError,
             r"^interactions\.opened_at: 3 of \d+ rows cannot be read as Datetime.*'yesterday'",
         ),
         why_backends="PostgreSQL: ALTER COLUMN opened_at TYPE text first",
@@ -694,7 +695,7 @@ CATALOG: tuple[Case, ...] = (
         BOTH,
         transfers_as_words,
         Fails(
-            ValueError,
+            UnreadableValuesError,
             r"^interactions\.transfers: 1 of \d+ rows cannot be read as Int64 "
             r"\(for example 'three'\)",
         ),
@@ -838,7 +839,7 @@ CATALOG: tuple[Case, ...] = (
         (SQLITE,),
         latin1_text,
         Fails(
-            ValueError,
+            UnreadableValuesError,
             r"^customers\.segment: 2 of 1500 rows cannot be read as String because they are "
             r"not valid UTF-8 text",
         ),
@@ -859,7 +860,7 @@ CATALOG: tuple[Case, ...] = (
         (SQLITE,),
         invalid_utf8_blob,
         Fails(
-            ValueError,
+            UnreadableValuesError,
             r"^activity\.event_type: 1 of \d+ rows cannot be read as String because they are "
             r"not valid UTF-8 text",
         ),

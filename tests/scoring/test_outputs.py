@@ -165,6 +165,12 @@ def test_a_failure_during_the_write_leaves_the_previous_list(
     assert json.loads(str(failed["timings"])) == {"score": 0.1}
 
 
+def test_an_interrupted_run_records_what_interrupted_it(engine: sa.Engine, wh: Warehouse) -> None:
+    run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
+    fail_run(engine, wh, run_id, error=KeyboardInterrupt())
+    assert run_row(engine, wh, run_id)["error"] == "KeyboardInterrupt"
+
+
 def test_the_run_record_commits_with_the_list(engine: sa.Engine, wh: Warehouse) -> None:
     run_id = start_run(engine, wh, kind="score", as_of=AS_OF)
     summary = RunSummary(
