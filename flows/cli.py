@@ -66,6 +66,10 @@ class CliError(Exception):
     """An expected failure: printed as one line, exit code 1."""
 
 
+class SettingError(Exception):
+    """A setting that cannot work, found before a run: a configuration error, exit code 2."""
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from features.build import FutureDateError
     from models.actions import ActionRulesError
@@ -76,6 +80,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from warehouse.contract import ContractError
     from warehouse.db import WarehouseUnavailable
     from warehouse.demo import WarehouseNotEmptyError
+    from warehouse.io import UnreadableValuesError
     from warehouse.migrate import SchemaVersionError
     from warehouse.outputs import DayLockLost, ListRowsError, ListWriteError, RunInProgress
     from warehouse.validate import NoCustomersError
@@ -96,6 +101,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         RegistryError,
         FeatureMismatchError,
         SchemaVersionError,
+        UnreadableValuesError,
         WarehouseNotEmptyError,
     )
 
@@ -105,6 +111,8 @@ def _friendly_errors() -> Iterator[None]:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
+    from warehouse.db import UnsupportedWarehouseError
+    from warehouse.schema import TableNameConflictError
     from warehouse.settings import ConfigFileError, describe_settings_error, mask_secrets
 
     try:
@@ -113,7 +121,13 @@ def _friendly_errors() -> Iterator[None]:
         text = describe_settings_error(exc) if exc.title == "Settings" else str(exc)
         err.print(f"[red]configuration error:[/red] {_plain(mask_secrets(text))}", highlight=False)
         raise typer.Exit(2) from None
-    except (ConfigFileError, SettingsError) as exc:
+    except (
+        ConfigFileError,
+        SettingError,
+        SettingsError,
+        UnsupportedWarehouseError,
+        TableNameConflictError,
+    ) as exc:
         err.print(
             f"[red]configuration error:[/red] {_plain(mask_secrets(str(exc)))}", highlight=False
         )
@@ -186,14 +200,27 @@ def _run(fn: Callable[[], None]) -> None:
 
 
 def _preflight(settings: Any) -> None:
-    """Check the warehouse before a flow starts: reachable, output tables at this version.
+    """Check before a flow starts: the action rules load, the artifacts directory can be
+    created, the warehouse is reachable and its output tables are at this version.
 
-    A warehouse that is down or at a newer schema version then ends the command with one
-    line, before a Prefect flow run (and its temporary API server) is started for nothing.
+    Any of these then ends the command with one line, before a Prefect flow run (and its
+    temporary API server) is started for nothing, and before training registers a model
+    whose report it could not write.
     """
+    from models.actions import load_action_rules
     from warehouse.db import check_connection, engine_for
     from warehouse.schema import build_warehouse
 
+    load_action_rules(settings.actions_file)
+    try:
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(
+            f"artifacts_dir (RETENTION_ARTIFACTS_DIR) {settings.artifacts_dir} cannot be used as "
+            f"a directory: {exc.strerror or exc}"
+        ) from None
+
+    _check_prefect_api()
     engine = engine_for(settings)
     try:
         check_connection(engine, must_exist=True)
@@ -202,6 +229,28 @@ def _preflight(settings: Any) -> None:
         ensure_output_tables(engine, build_warehouse(settings))
     finally:
         engine.dispose()
+
+
+def _check_prefect_api() -> None:
+    """A configured Prefect API (``PREFECT_API_URL``) answers its health check.
+
+    Without one, the flow starts a temporary local server and there is nothing to check.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    from warehouse.settings import mask_secrets
+
+    api = get_current_settings().api.url
+    if not api:
+        return
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        raise CliError(
+            f"cannot reach the Prefect API at {mask_secrets(api)}: {problem}; start the server, "
+            "or unset PREFECT_API_URL to run with a temporary local one"
+        )
 
 
 def _output_tables(settings: Any) -> tuple[Any, Any]:
@@ -633,13 +682,13 @@ def _print_list(
     frame: Any, *, empty: str = "no listed customers for that day", by_segment: bool = False
 ) -> None:
     if frame.height == 0:
-        out.print(empty, highlight=False)
+        out.print(_plain(empty), highlight=False)
         return
     out.print(f"[bold]retention list for {frame['as_of'][0]}[/bold]")
     for row in frame.iter_rows(named=True):
         out.print(
             f"[bold]#{row['rank']}[/bold] customer {row['customer_id']}"
-            f"  {row['segment'] or 'no segment'}"
+            f"  {_plain(row['segment'] or 'no segment')}"
             f"  churn {row['churn_probability']:.0%}"
             f"  value at risk {row['value_at_risk']:,.0f}"
             f"  [{_PRIORITY_STYLE.get(row['priority'], '')}]{row['priority']}[/]",

@@ -438,3 +438,70 @@ def test_a_newer_schema_is_refused_by_promote_and_reported_by_check(tmp_path: Pa
         assert code == 1, (command, output)
         assert f"schema version {SCHEMA_VERSION + 1}, newer than this release" in output
         assert "Traceback" not in output
+
+
+def test_settings_that_cannot_work_are_configuration_errors_before_any_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = tmp_path / "w.db"
+    sqlite3.connect(warehouse).close()
+    url = f"sqlite:///{warehouse}"
+    cases: list[tuple[dict[str, str], list[str], str]] = [
+        (
+            {},
+            ["runs", "--warehouse", "mysql://u:pw-secret@localhost/crm"],
+            "configuration error: no database driver for 'mysql' warehouses is installed",
+        ),
+        (
+            {"RETENTION_TABLES__RETENTION_LIST": "customers"},
+            ["check", "--warehouse", url],
+            "configuration error: tables.customers and tables.retention_list both name the "
+            "table 'customers'",
+        ),
+        (
+            {"RETENTION_ARTIFACTS_DIR": str(warehouse)},
+            ["train", "--warehouse", url],
+            f"configuration error: artifacts_dir (RETENTION_ARTIFACTS_DIR) {warehouse} cannot be "
+            "used as a directory",
+        ),
+    ]
+    for environment, args, start in cases:
+        with monkeypatch.context() as patch:
+            for name, value in environment.items():
+                patch.setenv(name, value)
+            code, output = _invoke(*args)
+        assert code == 2, (args, output)
+        line = _one_error_line(output)
+        assert line.startswith(start), line
+        assert "pw-secret" not in line
+
+
+def test_unloadable_action_rules_stop_scoring_before_any_flow(
+    demo_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rules = tmp_path / "actions.toml"
+    rules.write_text("[groups.nope]\n")
+    monkeypatch.setenv("RETENTION_ACTIONS_FILE", str(rules))
+    code, output = _invoke("score", "--as-of", END.isoformat(), "--warehouse", demo_url)
+    assert code == 1, output
+    assert _one_error_line(output).startswith(f"error: {rules}: groups.nope is not a feature group")
+
+
+def test_text_in_brackets_is_printed_as_it_is(demo_url: str) -> None:
+    code, output = _invoke("list", "--segment", "[/]", "--warehouse", demo_url)
+    assert code == 0, output
+    assert "no listed customers in segment '[/]'" in output
+    code, output = _invoke("list", "--as-of", "[/red]", "--warehouse", demo_url)
+    assert code == 1, output
+    assert _one_error_line(output) == "error: --as-of must be a date like 2026-11-22, got '[/red]'"
+
+
+def test_an_unreachable_prefect_api_is_one_line_before_any_flow(demo_url: str) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        code, output = _invoke("score", "--as-of", END.isoformat(), "--warehouse", demo_url)
+    assert code == 1, output
+    line = _one_error_line(output)
+    assert line.startswith("error: cannot reach the Prefect API at http://127.0.0.1:9/api: "), line
+    assert line.endswith("or unset PREFECT_API_URL to run with a temporary local one")
