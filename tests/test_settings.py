@@ -55,6 +55,9 @@ def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("RETENTION_CONFIG", str(tmp_path / "nope.toml"))
     with pytest.raises(ConfigFileError, match=r"nope\.toml, which does not exist"):
         Settings()
+    monkeypatch.setenv("RETENTION_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigFileError, match=f"points to {tmp_path}, which is not a file"):
+        Settings()
 
 
 def test_a_config_file_that_is_not_toml_is_named(

@@ -349,7 +349,8 @@ class Settings(BaseSettings):
         config = os.environ.get("RETENTION_CONFIG")
         toml_path = Path(config) if config else Path("retention.toml")
         if config and not toml_path.is_file():
-            raise ConfigFileError(f"RETENTION_CONFIG points to {toml_path}, which does not exist")
+            what = "is not a file" if toml_path.exists() else "does not exist"
+            raise ConfigFileError(f"RETENTION_CONFIG points to {toml_path}, which {what}")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path.is_file():
             try:
