@@ -388,14 +388,10 @@ def train_cmd(
     """Train a challenger on point-in-time snapshots, evaluate it, register it, maybe promote it."""
 
     def go() -> None:
-        options = {"--snapshots": snapshots, "--horizon-days": horizon_days}
-        fields = {"--snapshots": "n_snapshots", "--horizon-days": "horizon_days"}
-        for option, value in options.items():
-            _check_in_range(option, fields[option], value)
+        _check_in_range("--snapshots", "n_snapshots", snapshots)
+        _check_in_range("--horizon-days", "horizon_days", horizon_days)
         day = _parse_date(as_of)
-        settings = _settings(
-            warehouse, **{fields[option]: value for option, value in options.items()}
-        )
+        settings = _settings(warehouse, n_snapshots=snapshots, horizon_days=horizon_days)
         _preflight(settings)
         from flows.retrain import retrain
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
-from warehouse.settings import Settings
+from warehouse.settings import Settings, setting_sources
 
 SCHEMA_VERSION = 2
 """Version of the output tables. Bump it with a migration in ``warehouse.migrate``."""
@@ -216,8 +216,8 @@ def build_warehouse(settings: Settings) -> Warehouse:
         if other != logical:
             where = f"{schema}.{physical}" if schema else physical
             raise TableNameConflictError(
-                f"tables.{other} and tables.{logical} both name the table {where!r}; "
-                f"give each contract table its own (RETENTION_TABLES__{logical.upper()})"
+                f"tables.{other} and tables.{logical} both name the table {where!r}; give "
+                f"each contract table its own: {setting_sources(('tables', logical))}"
             )
         tables[logical] = sa.Table(physical, metadata, *columns(), schema=schema)
     return Warehouse(metadata=metadata, tables=tables)

@@ -153,7 +153,7 @@ NOT_SETTINGS_PREFIXES: Final = ("RETENTION_TEST", "RETENTION_REQUIRE_")
 def unknown_environment_settings(environ: Mapping[str, str]) -> list[str]:
     """``RETENTION_*`` variables that name no setting (a misspelt one would otherwise be
     ignored and its default used), each with the closest setting's variable when any."""
-    variables = {ENV_PREFIX + name.upper(): name for name in Settings.model_fields}
+    variables = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
     unknown = []
     for key in sorted(environ):
         upper = key.upper()
@@ -164,7 +164,7 @@ def unknown_environment_settings(environ: Mapping[str, str]) -> list[str]:
         head = upper.split(ENV_NESTED_DELIMITER, 1)[0]  # tables.x is RETENTION_TABLES__X
         if head in variables:
             continue
-        close = difflib.get_close_matches(head, list(variables), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(head, variables, n=1, cutoff=0.8)
         unknown.append(f"{key} (did you mean {close[0]}?)" if close else key)
     return unknown
 
@@ -298,9 +298,7 @@ class Settings(BaseSettings):
         try:
             make_url(text)
         except Exception as exc:
-            raise ValueError(
-                f"warehouse URL {mask_url(value.get_secret_value())!r} is not a SQLAlchemy URL"
-            ) from exc
+            raise ValueError(f"warehouse URL {mask_url(text)!r} is not a SQLAlchemy URL") from exc
         return value
 
     @model_validator(mode="after")
